@@ -1,0 +1,462 @@
+"""The PixelPrune token selector (pure torch + numpy): which merged tokens of an image to keep.
+
+This is the one implementation of ``../shared/docs/ALGORITHM.md`` used by the transformers
+processors, the vLLM processor and the CLI. Terminology: a *token* is one merged
+``(merge_size * patch_size)``-pixel square (32x32 px for Qwen3-VL / Qwen3.5), i.e. ``merge_size**2``
+consecutive rows of ``pixel_values``.
+
+Performance notes (why the code looks the way it does):
+
+* Threshold 0 (and sliding mode at any threshold) needs only two distance grids: every token
+  against its left neighbour (``H``) and against the token above (``V``). Both are computed in
+  cache-sized row chunks; the rest is boolean logic on ``(grid_h, grid_w)`` grids.
+* Anchored ``pred_2d`` (threshold > 0) is sequential by definition, but cell (r, c) depends only on
+  (r, c-1), (r-1, c), (r-1, c-1): it runs as a wavefront over anti-diagonals (grid_h + grid_w steps).
+  References (what stands in for a pruned token) are always original descriptors of kept tokens,
+  so most distances are already known: a neighbour that was kept is compared via ``H``/``V``; a
+  token identical to a pruned neighbour inherits that neighbour's stored error; two equal references
+  are at distance 0. Only the remaining cells gather descriptors.
+* Anchored ``raster``/``serpentine`` runs of consecutive kept tokens come from the sliding
+  distances; only runs of pruned tokens search forward (vectorised) for the next token that
+  differs from their anchor, so the Python loop runs once per pruned run, never per token.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .settings import validate_method, validate_metric, validate_threshold
+
+__all__ = [
+    "GridSpec",
+    "select_tokens",
+    "select_keep_mask",
+    "keep_mask_from_indices",
+    "token_descriptors",
+    "select_from_descriptors",
+    "distance",
+]
+
+# Elements (float32) per chunk when computing neighbour distances: ~4 MiB keeps the working set
+# near the last-level cache of small CPUs.
+_CHUNK_ELEMENTS = 1 << 20
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """How the image processor laid out ``pixel_values`` (Qwen3-VL / Qwen3.5 defaults)."""
+
+    merge_size: int = 2
+    temporal_patch_size: int = 2
+    patch_size: int = 16
+    channels: int = 3
+
+    @property
+    def row_width(self) -> int:
+        """Columns of ``pixel_values``: C * T * P * P."""
+        return self.channels * self.temporal_patch_size * self.patch_size**2
+
+    @property
+    def descriptor_size(self) -> int:
+        """Values in one token descriptor: merge**2 * C * P * P (first temporal frame)."""
+        return self.merge_size**2 * self.channels * self.patch_size**2
+
+
+def distance(a: torch.Tensor, b: torch.Tensor, metric: str) -> torch.Tensor:
+    """Distance between descriptors along the last dimension, in float32.
+
+    ``max``: max |a - b|; ``mae``: mean |a - b|; ``rmse``: sqrt(mean((a - b)^2)).
+    """
+    d = a.to(torch.float32) - b.to(torch.float32)
+    if metric == "max":
+        return d.abs_().amax(dim=-1)
+    if metric == "mae":
+        return d.abs_().mean(dim=-1)
+    if metric == "rmse":
+        return d.square_().mean(dim=-1).sqrt_()
+    raise ValueError(f"Unknown PixelPrune metric {metric!r}; allowed: 'max', 'mae', 'rmse'.")
+
+
+def _as_grid(image_grid_thw: torch.Tensor | Sequence[Sequence[int]]) -> list[tuple[int, int, int]]:
+    grid = torch.as_tensor(image_grid_thw)
+    if grid.ndim != 2 or grid.shape[1] != 3:
+        raise ValueError(f"image_grid_thw must have shape (num_images, 3), got {tuple(grid.shape)}.")
+    if grid.is_floating_point() or grid.dtype == torch.bool:
+        raise ValueError(f"image_grid_thw must hold integers, got dtype {grid.dtype}.")
+    return [tuple(int(v) for v in row) for row in grid.tolist()]
+
+
+def _validate_image_grid(index: int, t: int, h: int, w: int, merge_size: int) -> None:
+    if t != 1:
+        raise ValueError(
+            f"Image {index} has grid t={t}: video (t > 1) is not supported by select_tokens yet; "
+            "pass still images (t = 1) or disable PixelPrune for videos."
+        )
+    if h <= 0 or w <= 0:
+        raise ValueError(f"Image {index} has an empty grid (h={h}, w={w}).")
+    if h % merge_size or w % merge_size:
+        raise ValueError(
+            f"Image {index} grid (h={h}, w={w}) is not divisible by merge_size={merge_size}."
+        )
+
+
+def token_descriptors(
+    image_pixel_values: torch.Tensor,
+    grid_h: int,
+    grid_w: int,
+    *,
+    spec: GridSpec,
+    image_mean: torch.Tensor,
+    image_std: torch.Tensor,
+) -> torch.Tensor:
+    """De-normalised first-frame descriptors, shape ``(tokens, D)`` float32, raster token order.
+
+    ``image_pixel_values`` holds one image's rows of ``pixel_values`` (patch grid ``grid_h x grid_w``).
+    """
+    m2 = spec.merge_size**2
+    n_tokens = grid_h * grid_w // m2
+    view = image_pixel_values.reshape(
+        n_tokens, m2, spec.channels, spec.temporal_patch_size, spec.patch_size**2
+    )[:, :, :, 0, :]
+    std = image_std.to(device=view.device, dtype=torch.float32).view(1, 1, -1, 1)
+    mean = image_mean.to(device=view.device, dtype=torch.float32).view(1, 1, -1, 1)
+    desc = view.to(torch.float32) * std
+    desc += mean
+    return desc.reshape(n_tokens, spec.descriptor_size)
+
+
+def _neighbour_distances(desc: torch.Tensor, gh: int, gw: int, metric: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``H[r, c]`` = d(token(r, c), token(r, c-1)) and ``V[r, c]`` = d(token(r, c), token(r-1, c));
+    +inf where the neighbour does not exist."""
+    grid = desc.view(gh, gw, -1)
+    h = torch.full((gh, gw), math.inf, dtype=torch.float32, device=desc.device)
+    v = torch.full((gh, gw), math.inf, dtype=torch.float32, device=desc.device)
+    rows = max(1, _CHUNK_ELEMENTS // max(1, gw * desc.shape[1]))
+    for r0 in range(0, gh, rows):
+        r1 = min(gh, r0 + rows)
+        if gw > 1:
+            h[r0:r1, 1:] = distance(grid[r0:r1, 1:], grid[r0:r1, :-1], metric)
+        lo = max(r0, 1)
+        if lo < r1:
+            v[lo:r1] = distance(grid[lo:r1], grid[lo - 1 : r1 - 1], metric)
+    return h, v
+
+
+def _gather_distance(desc: torch.Tensor, i: np.ndarray, j: np.ndarray, metric: str) -> np.ndarray:
+    """d(desc[i], desc[j]) for index arrays, chunked; returns float32 numpy."""
+    out = np.empty(len(i), dtype=np.float32)
+    step = max(1, _CHUNK_ELEMENTS // desc.shape[1])
+    ti = torch.from_numpy(np.ascontiguousarray(i)).to(desc.device)
+    tj = torch.from_numpy(np.ascontiguousarray(j)).to(desc.device)
+    for s in range(0, len(i), step):
+        d = distance(desc.index_select(0, ti[s : s + step]), desc.index_select(0, tj[s : s + step]), metric)
+        out[s : s + step] = d.cpu().numpy()
+    return out
+
+
+def _pred2d_sliding(h: np.ndarray, v: np.ndarray, tau: float) -> np.ndarray:
+    """Sliding (and threshold-0) pred_2d, fully vectorised. Returns keep (gh, gw) bool."""
+    sim_a = h <= tau  # X ~ A (left)
+    sim_b = v <= tau  # X ~ B (up)
+    use_b = np.zeros_like(sim_a)
+    use_b[:, 0] = True  # first column predicts from above
+    # interior: C~A is the vertical pair at (r, c-1); C~B is the horizontal pair at (r-1, c)
+    use_b[1:, 1:] = sim_b[1:, :-1] & ~sim_a[:-1, 1:]
+    keep = ~np.where(use_b, sim_b, sim_a)
+    keep[0, 0] = True
+    return keep
+
+
+class _Pred2dAnchored:
+    """Anchored pred_2d as a wavefront over anti-diagonals (see module docstring)."""
+
+    def __init__(self, desc: torch.Tensor, gh: int, gw: int, metric: str, tau: float,
+                 h: np.ndarray, v: np.ndarray) -> None:
+        self.desc, self.gw, self.metric, self.tau = desc, gw, metric, tau
+        n = gh * gw
+        self.h, self.v = h.reshape(n), v.reshape(n)
+        self.ref = np.zeros(n, dtype=np.int64)  # index of the kept token standing in for each token
+        self.err = np.zeros(n, dtype=np.float32)  # d(token, desc[ref]) (0 for kept tokens)
+        self.keep = np.zeros(n, dtype=bool)
+        self.keep[0] = True
+        for k in range(1, gh + gw - 1):
+            rr = np.arange(max(0, k - gw + 1), min(k, gh - 1) + 1)
+            self._step(rr, k - rr)
+
+    def _ref_distance(self, x: np.ndarray, y: np.ndarray, xy: np.ndarray) -> np.ndarray:
+        """d(desc[ref[x]], desc[ref[y]]) for neighbouring tokens x, y whose own distance is ``xy``."""
+        rx, ry = self.ref[x], self.ref[y]
+        x_kept, y_kept = rx == x, ry == y
+        out = np.full(len(x), np.nan, dtype=np.float32)
+        out[rx == ry] = 0.0
+        both = np.isnan(out) & x_kept & y_kept
+        out[both] = xy[both]
+        # a kept token identical to its neighbour: the neighbour's stored error is the distance
+        same = xy == 0
+        m = np.isnan(out) & y_kept & same
+        out[m] = self.err[x[m]]
+        m = np.isnan(out) & x_kept & same
+        out[m] = self.err[y[m]]
+        m = np.isnan(out)
+        if m.any():
+            out[m] = _gather_distance(self.desc, rx[m], ry[m], self.metric)
+        return out
+
+    def _step(self, rr: np.ndarray, cc: np.ndarray) -> None:
+        gw, tau = self.gw, self.tau
+        idx = rr * gw + cc
+        use_b = cc == 0  # first column: predict from above; first row: from the left
+        inner = np.nonzero((rr > 0) & (cc > 0))[0]
+        if len(inner):
+            x = idx[inner]
+            a, b = x - 1, x - gw
+            c = b - 1
+            sim_ca = self._ref_distance(c, a, self.v[a]) <= tau
+            sim_cb = self._ref_distance(c, b, self.h[b]) <= tau
+            use_b[inner] = sim_ca & ~sim_cb
+        y = np.where(use_b, idx - gw, idx - 1)  # the predicting neighbour
+        xy = np.where(use_b, self.v[idx], self.h[idx])  # d(X, neighbour)
+        ry = self.ref[y]
+        d = np.where(ry == y, xy, np.nan).astype(np.float32)
+        same = np.isnan(d) & (xy == 0)  # X identical to a pruned neighbour: inherit its error
+        d[same] = self.err[y[same]]
+        m = np.isnan(d)
+        if m.any():
+            d[m] = _gather_distance(self.desc, idx[m], ry[m], self.metric)
+        keep = d > tau
+        self.keep[idx] = keep
+        self.ref[idx] = np.where(keep, idx, ry)
+        self.err[idx] = np.where(keep, 0.0, d)
+
+
+def _scan_order(gh: int, gw: int, method: str) -> np.ndarray:
+    """Token indices in scan order for the 1-D methods."""
+    grid = np.arange(gh * gw, dtype=np.int64).reshape(gh, gw)
+    if method == "serpentine":
+        grid[1::2] = grid[1::2, ::-1]
+    return grid.reshape(-1)
+
+
+def _scan_select(desc: torch.Tensor, order: np.ndarray, metric: str, tau: float, anchored: bool) -> np.ndarray:
+    """raster / serpentine: keep iff not similar to the previous token in scan order (anchored:
+    to the previous *kept* token). Returns keep in scan order."""
+    n = len(order)
+    keep = np.ones(n, dtype=bool)
+    if n == 1:
+        return keep
+    prev_dist = _gather_distance(desc, order[1:], order[:-1], metric)
+    similar = np.concatenate([[False], prev_dist <= tau])
+    if not anchored or tau == 0:
+        return ~similar
+    # Anchored: a token right after a kept token compares with it, so runs of `~similar` are kept
+    # as in sliding mode; a run of pruned tokens compares with its anchor and is searched forward.
+    # next_similar[i] = first j >= i with similar[j] (n if none).
+    next_similar = np.where(similar, np.arange(n), n)
+    next_similar = np.minimum.accumulate(next_similar[::-1])[::-1]
+    i = 1
+    while i < n:
+        j = int(next_similar[i])  # tokens i..j-1 are dissimilar to their predecessor: kept
+        if j >= n:
+            break
+        anchor, i = j - 1, j  # token j is similar to the kept token j-1: pruned
+        window = 64
+        while i < n:
+            cand = order[i : i + window]
+            d = _gather_distance(desc, cand, np.full(len(cand), order[anchor]), metric)
+            over = np.nonzero(d > tau)[0]
+            if len(over):
+                keep[i : i + over[0]] = False
+                i += int(over[0]) + 1  # token at i + over[0] is kept and is the new anchor
+                break
+            keep[i : i + len(cand)] = False
+            i += len(cand)
+            window *= 2
+    return keep
+
+
+def select_from_descriptors(
+    desc: torch.Tensor,
+    grid_h: int,
+    grid_w: int,
+    *,
+    threshold: float = 0.0,
+    metric: str = "max",
+    method: str = "pred_2d",
+    anchored: bool | None = None,
+) -> torch.Tensor:
+    """Keep mask ``(grid_h * grid_w,)`` bool (CPU) for one image's token descriptors.
+
+    ``desc`` is ``(grid_h * grid_w, D)`` in raster order (token grid, not patch grid).
+    Arguments are assumed validated (see :func:`select_tokens`).
+    """
+    n = grid_h * grid_w
+    if n == 1:
+        return torch.ones(1, dtype=torch.bool)
+    is_anchored = threshold > 0 if anchored is None else bool(anchored)
+    if method == "pred_2d":
+        h, v = _neighbour_distances(desc, grid_h, grid_w, metric)
+        h_np, v_np = h.cpu().numpy(), v.cpu().numpy()
+        if threshold == 0 or not is_anchored:  # threshold 0: anchored == sliding exactly
+            keep = _pred2d_sliding(h_np, v_np, threshold)
+        else:
+            keep = _Pred2dAnchored(desc, grid_h, grid_w, metric, threshold, h_np, v_np).keep
+        return torch.from_numpy(np.ascontiguousarray(keep.reshape(n)))
+    order = _scan_order(grid_h, grid_w, method)
+    keep_scan = _scan_select(desc, order, metric, threshold, is_anchored)
+    keep = np.empty(n, dtype=bool)
+    keep[order] = keep_scan
+    return torch.from_numpy(keep)
+
+
+def _validated(pixel_values, image_grid_thw, spec, image_mean, image_std, threshold, metric, method):
+    threshold = validate_threshold(threshold)
+    metric = validate_metric(metric, threshold)
+    method = validate_method(method)
+    if not isinstance(pixel_values, torch.Tensor):
+        pixel_values = torch.as_tensor(np.asarray(pixel_values))
+    if pixel_values.ndim != 2:
+        raise ValueError(
+            f"pixel_values must be 2-D (num_patches, C*T*P*P), got shape {tuple(pixel_values.shape)}."
+        )
+    if not (pixel_values.is_floating_point()):
+        raise ValueError(f"pixel_values must be floating point, got dtype {pixel_values.dtype}.")
+    mean = torch.as_tensor(image_mean, dtype=torch.float32).reshape(-1)
+    std = torch.as_tensor(image_std, dtype=torch.float32).reshape(-1)
+    if mean.numel() != std.numel():
+        raise ValueError(f"image_mean has {mean.numel()} channels but image_std has {std.numel()}.")
+    spec = GridSpec(spec.merge_size, spec.temporal_patch_size, spec.patch_size, mean.numel())
+    if pixel_values.shape[1] != spec.row_width:
+        raise ValueError(
+            f"pixel_values rows have {pixel_values.shape[1]} values, expected C*T*P*P = "
+            f"{spec.channels}*{spec.temporal_patch_size}*{spec.patch_size}*{spec.patch_size} = {spec.row_width}."
+        )
+    grids = _as_grid(image_grid_thw)
+    for i, (t, h, w) in enumerate(grids):
+        _validate_image_grid(i, t, h, w, spec.merge_size)
+    expected = sum(t * h * w for t, h, w in grids)
+    if expected != pixel_values.shape[0]:
+        raise ValueError(
+            f"pixel_values has {pixel_values.shape[0]} rows but image_grid_thw describes {expected} "
+            f"patches ({len(grids)} image(s))."
+        )
+    return pixel_values, grids, spec, mean, std, threshold, metric, method
+
+
+def _select(
+    pixel_values, image_grid_thw, *, merge_size, temporal_patch_size, patch_size,
+    image_mean, image_std, threshold, metric, method, anchored,
+) -> list[torch.Tensor]:
+    spec = GridSpec(merge_size, temporal_patch_size, patch_size)
+    if merge_size < 1 or temporal_patch_size < 1 or patch_size < 1:
+        raise ValueError(
+            f"merge_size={merge_size}, temporal_patch_size={temporal_patch_size} and "
+            f"patch_size={patch_size} must all be >= 1."
+        )
+    pixel_values, grids, spec, mean, std, threshold, metric, method = _validated(
+        pixel_values, image_grid_thw, spec, image_mean, image_std, threshold, metric, method
+    )
+    masks: list[torch.Tensor] = []
+    offset = 0
+    for i, (t, h, w) in enumerate(grids):
+        rows = t * h * w
+        desc = token_descriptors(
+            pixel_values[offset : offset + rows], h, w, spec=spec, image_mean=mean, image_std=std
+        )
+        offset += rows
+        if not bool(torch.isfinite(desc).all()):
+            raise ValueError(f"Image {i} has non-finite pixel values (NaN or inf) in pixel_values.")
+        masks.append(
+            select_from_descriptors(
+                desc, h // spec.merge_size, w // spec.merge_size,
+                threshold=threshold, metric=metric, method=method, anchored=anchored,
+            )
+        )
+    return masks
+
+
+def select_tokens(
+    pixel_values: torch.Tensor,
+    image_grid_thw: torch.Tensor | Sequence[Sequence[int]],
+    *,
+    merge_size: int = 2,
+    temporal_patch_size: int = 2,
+    patch_size: int = 16,
+    image_mean: Sequence[float] | torch.Tensor = (0.5, 0.5, 0.5),
+    image_std: Sequence[float] | torch.Tensor = (0.5, 0.5, 0.5),
+    threshold: float = 0.0,
+    metric: str = "max",
+    method: str = "pred_2d",
+    anchored: bool | None = None,
+) -> list[torch.Tensor]:
+    """Select the tokens PixelPrune keeps, per image.
+
+    Args:
+        pixel_values: ``(num_patches, C*T*P*P)`` as a Qwen3-VL / Qwen3.5 image processor returns it
+            (any float dtype; distances are computed in float32). CPU or CUDA.
+        image_grid_thw: ``(num_images, 3)`` patch grids; ``t`` must be 1 (still images).
+        merge_size, temporal_patch_size, patch_size: the processor's layout.
+        image_mean, image_std: the processor's normalisation, undone so thresholds are in [0, 1]
+            pixel units.
+        threshold: tau >= 0; tokens at distance <= tau are similar. 0 = pixel-exact (lossless).
+        metric: ``max`` | ``mae`` | ``rmse`` | ``exact`` (``max`` at threshold 0).
+        method: ``pred_2d`` | ``raster`` | ``serpentine``.
+        anchored: compare with reconstructions (True) or originals (False); ``None``: anchored iff
+            threshold > 0.
+
+    Returns:
+        Per image, the sorted ``int64`` indices (raster order over the token grid
+        ``(h / merge, w / merge)``) of the kept tokens, on ``pixel_values``' device. Token 0 is
+        always kept.
+
+    Raises:
+        ValueError: on inconsistent shapes, grids not divisible by ``merge_size``, video grids
+            (``t > 1``), non-finite pixels, or invalid settings.
+    """
+    masks = _select(
+        pixel_values, image_grid_thw, merge_size=merge_size, temporal_patch_size=temporal_patch_size,
+        patch_size=patch_size, image_mean=image_mean, image_std=image_std, threshold=threshold,
+        metric=metric, method=method, anchored=anchored,
+    )
+    device = pixel_values.device if isinstance(pixel_values, torch.Tensor) else torch.device("cpu")
+    return [torch.nonzero(m).reshape(-1).to(device) for m in masks]
+
+
+def select_keep_mask(
+    pixel_values: torch.Tensor,
+    image_grid_thw: torch.Tensor | Sequence[Sequence[int]],
+    *,
+    merge_size: int = 2,
+    temporal_patch_size: int = 2,
+    patch_size: int = 16,
+    image_mean: Sequence[float] | torch.Tensor = (0.5, 0.5, 0.5),
+    image_std: Sequence[float] | torch.Tensor = (0.5, 0.5, 0.5),
+    threshold: float = 0.0,
+    metric: str = "max",
+    method: str = "pred_2d",
+    anchored: bool | None = None,
+) -> torch.Tensor:
+    """Like :func:`select_tokens` (same arguments) but returns the flat ``image_keep_mask`` the
+    models consume: one bool per merged token of every image, images concatenated (CPU)."""
+    masks = _select(
+        pixel_values, image_grid_thw, merge_size=merge_size, temporal_patch_size=temporal_patch_size,
+        patch_size=patch_size, image_mean=image_mean, image_std=image_std, threshold=threshold,
+        metric=metric, method=method, anchored=anchored,
+    )
+    return torch.cat(masks) if masks else torch.zeros(0, dtype=torch.bool)
+
+
+def keep_mask_from_indices(indices: Sequence[torch.Tensor], tokens_per_image: Sequence[int]) -> torch.Tensor:
+    """Flat keep mask from per-image kept indices (the inverse of splitting a mask per image)."""
+    if len(indices) != len(tokens_per_image):
+        raise ValueError(f"Got {len(indices)} index tensors for {len(tokens_per_image)} images.")
+    parts = []
+    for idx, n in zip(indices, tokens_per_image):
+        m = torch.zeros(int(n), dtype=torch.bool)
+        m[idx.cpu()] = True
+        parts.append(m)
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.bool)
