@@ -1,1 +1,24 @@
-"""transformers model classes (subclasses of the stock Qwen3-VL / Qwen3.5 classes)."""
+"""transformers model classes (subclasses of the stock Qwen3-VL / Qwen3.5 classes).
+
+Classes are imported lazily so that ``pixelprune.modeling.transformers_compat`` (and the pure
+helpers) import without loading transformers' model code.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_LAZY = {
+    "PixelPruneQwen3VLModel": ".qwen3_vl",
+    "PixelPruneQwen3VLForConditionalGeneration": ".qwen3_vl",
+    "PixelPruneQwen3VLMoeModel": ".qwen3_vl_moe",
+    "PixelPruneQwen3VLMoeForConditionalGeneration": ".qwen3_vl_moe",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

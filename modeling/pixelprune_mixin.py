@@ -1,0 +1,214 @@
+"""Mixins that give a stock Qwen3-VL / Qwen3.5 model the ``image_keep_mask`` input.
+
+Shared by every family (Qwen3-VL, Qwen3-VL-MoE, Qwen3.5, Qwen3.5-MoE). A family module subclasses::
+
+    class PixelPruneXModel(PixelPruneModelMixin, XModel):
+        forward = keep_mask_forward(XModel.forward)
+
+    class PixelPruneXForConditionalGeneration(PixelPruneForConditionalGenerationMixin, XForConditionalGeneration):
+        pixelprune_model_class = PixelPruneXModel
+        forward = keep_mask_forward(XForConditionalGeneration.forward)
+
+Without ``image_keep_mask`` every method is the stock one. With it:
+
+* ``get_image_features`` encodes only kept patches (``pruned_vision``);
+* ``get_rope_index`` keeps unpruned M-RoPE positions (``pruned_rope``); ``generate`` reaches it
+  through the stock ``_prepare_position_ids_for_generation``, which hands it every model kwarg;
+* ``forward`` does both when it has to (direct calls, training) and then runs the stock forward on
+  the encoded features, so the KV cache, ``rope_deltas``, labels and masks all describe the same
+  short sequence.
+
+``generate`` (transformers >= 5.20) encodes images before prefill through the inner model's
+``get_image_features`` with the kwargs that method *names*, then drops them: that is why the mask
+is a named parameter there and of ``forward`` (``generate`` rejects unnamed model kwargs).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import Callable
+
+import torch
+
+from .keep_mask import validate_keep_mask
+from .pruned_rope import pruned_rope_index
+from .pruned_vision import encode_kept_patches
+
+try:  # strips `image_`-prefixed precomputed kwargs like the stock method (transformers >= 5.20)
+    from transformers.utils.generic import accepts_precomputed_kwargs
+except ImportError:  # pragma: no cover - older transformers are refused by transformers_compat
+    def accepts_precomputed_kwargs(modality: str):  # noqa: D103
+        return lambda func: func
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["PixelPruneModelMixin", "PixelPruneForConditionalGenerationMixin", "keep_mask_forward"]
+
+_KEEP_MASK_DOC = """
+        image_keep_mask (`torch.BoolTensor` of shape `(num_image_tokens,)`, *optional*):
+            PixelPrune's keep mask (one entry per merged token of every image, as returned by the
+            PixelPrune processor). `None` runs the stock model."""
+
+
+def keep_mask_forward(stock_forward: Callable, *, name: str = "image_keep_mask") -> Callable:
+    """A ``forward`` that accepts ``image_keep_mask`` by name and otherwise is ``stock_forward``.
+
+    The mask is handed to ``self._pixelprune_forward`` (defined by the mixins). The signature is the
+    stock one plus a keyword-only ``image_keep_mask``: ``generate`` inspects ``forward``'s signature
+    (named kwargs, ``position_ids``, ``mm_encoder_outputs``), and the stock parameter names change
+    between transformers releases (``past_key_values`` became ``cache`` in 5.24).
+    """
+
+    @functools.wraps(stock_forward)
+    def forward(self, *args, image_keep_mask: torch.Tensor | None = None, **kwargs):
+        return self._pixelprune_forward(stock_forward, args, kwargs, image_keep_mask)
+
+    signature = inspect.signature(stock_forward)
+    params = list(signature.parameters.values())
+    insert_at = next((i for i, p in enumerate(params) if p.kind is inspect.Parameter.VAR_KEYWORD), len(params))
+    params.insert(
+        insert_at,
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation="torch.Tensor | None"),
+    )
+    forward.__signature__ = signature.replace(parameters=params)
+    forward.__doc__ = (stock_forward.__doc__ or "") + _KEEP_MASK_DOC
+    return forward
+
+
+def _bind_keywords(func: Callable, self, args: tuple, kwargs: dict) -> dict:
+    """All arguments of a call to ``func`` as keywords (positional ones named, ``**kwargs`` flattened)."""
+    if not args:
+        return dict(kwargs)
+    signature = inspect.signature(func)
+    bound = signature.bind(self, *args, **kwargs)
+    var_kw = next((p.name for p in signature.parameters.values() if p.kind is inspect.Parameter.VAR_KEYWORD), None)
+    out = {k: v for k, v in bound.arguments.items() if k not in ("self", var_kw)}
+    out.update(bound.arguments.get(var_kw, {}) if var_kw else {})
+    return out
+
+
+def _cache_length(kwargs: dict) -> int:
+    """Tokens already in the KV cache (the cache kwarg is ``cache`` since 5.24, ``past_key_values`` before)."""
+    cache = kwargs.get("cache", kwargs.get("past_key_values"))
+    return cache.get_seq_length() if cache is not None and hasattr(cache, "get_seq_length") else 0
+
+
+class PixelPruneModelMixin:
+    """For the inner ``*Model`` (vision tower + language model): pruned encoding and positions."""
+
+    @accepts_precomputed_kwargs(modality="image")
+    def get_image_features(
+        self,
+        pixel_values: torch.Tensor,
+        image_grid_thw: torch.LongTensor | None = None,
+        image_keep_mask: torch.Tensor | None = None,
+        **kwargs,
+    ):
+        """Stock ``get_image_features``; with ``image_keep_mask``, the ViT runs on kept patches only
+        and ``pooler_output`` (and ``deepstack_features``) hold one row per kept token."""
+        if image_keep_mask is None:
+            return super().get_image_features(pixel_values, image_grid_thw, **kwargs)
+        return_dict = kwargs.pop("return_dict", True)
+        output = encode_kept_patches(self.visual, pixel_values, image_grid_thw, image_keep_mask, **kwargs)
+        return output if return_dict else output.to_tuple()
+
+    def get_rope_index(
+        self,
+        input_ids: torch.LongTensor,
+        mm_token_type_ids: torch.IntTensor,
+        image_grid_thw: torch.LongTensor | None = None,
+        video_grid_thw: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        image_keep_mask: torch.Tensor | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stock ``get_rope_index``; with ``image_keep_mask``, kept image tokens keep their unpruned
+        (t, h, w) positions and text resumes where it would without pruning."""
+        if image_keep_mask is None or image_grid_thw is None:
+            return super().get_rope_index(
+                input_ids,
+                mm_token_type_ids,
+                image_grid_thw=image_grid_thw,
+                video_grid_thw=video_grid_thw,
+                attention_mask=attention_mask,
+                **kwargs,
+            )
+        return pruned_rope_index(
+            self, input_ids, mm_token_type_ids, image_grid_thw, video_grid_thw, attention_mask, image_keep_mask
+        )
+
+    def _pixelprune_forward(self, stock_forward: Callable, args: tuple, kwargs: dict, image_keep_mask):
+        if image_keep_mask is None:
+            return stock_forward(self, *args, **kwargs)
+        kwargs = _bind_keywords(stock_forward, self, args, kwargs)
+        merge_size = self.config.vision_config.spatial_merge_size
+        image_grid_thw = kwargs.get("image_grid_thw")
+        keep = validate_keep_mask(image_keep_mask, image_grid_thw, merge_size)
+        input_ids = kwargs.get("input_ids")
+        pixel_values = kwargs.get("pixel_values")
+        mm_encoder_outputs = dict(kwargs.get("mm_encoder_outputs") or {})
+
+        if pixel_values is not None and mm_encoder_outputs.get("image") is None:
+            if input_ids is not None:
+                placeholders = int((input_ids == self.config.image_token_id).sum())
+                if placeholders != int(keep.sum()):
+                    raise ValueError(
+                        f"`input_ids` hold {placeholders} image placeholder tokens but `image_keep_mask` keeps "
+                        f"{int(keep.sum())} tokens; the processor must expand each image to its kept count."
+                    )
+            # Stock-named arguments are not vision kwargs; everything else (attention flags...) is.
+            named = set(inspect.signature(stock_forward).parameters)
+            extra = {k: v for k, v in kwargs.items() if k not in named}
+            mm_encoder_outputs["image"] = self.get_image_features(
+                pixel_values, image_grid_thw, image_keep_mask=keep, return_dict=True, **extra
+            )
+            kwargs["pixel_values"] = None
+            kwargs["mm_encoder_outputs"] = mm_encoder_outputs
+
+        # The stock forward would compute positions without the mask; do it here in the same case
+        # (prefill or uncached call). Cached decoding reuses `rope_deltas`, already pruned-length based.
+        mm_token_type_ids = kwargs.get("mm_token_type_ids")
+        if kwargs.get("position_ids") is None and input_ids is not None and mm_token_type_ids is not None:
+            if self.rope_deltas is None or _cache_length(kwargs) == 0:
+                kwargs["position_ids"], self.rope_deltas = self.get_rope_index(
+                    input_ids,
+                    mm_token_type_ids,
+                    image_grid_thw=image_grid_thw,
+                    video_grid_thw=kwargs.get("video_grid_thw"),
+                    attention_mask=kwargs.get("attention_mask"),
+                    image_keep_mask=keep,
+                )
+        return stock_forward(self, **kwargs)
+
+
+class PixelPruneForConditionalGenerationMixin:
+    """For ``*ForConditionalGeneration``: builds the PixelPrune inner model, forwards the mask."""
+
+    #: The PixelPrune inner model class (a ``PixelPruneModelMixin`` subclass of the stock ``*Model``).
+    pixelprune_model_class: type
+
+    def __init__(self, config, *args, **kwargs):
+        # The stock constructor builds the stock inner model; replace it with ours (same modules,
+        # same weight names) so stock checkpoints load unchanged. Under `from_pretrained` both are
+        # built on the meta device, so the replacement costs nothing.
+        super().__init__(config, *args, **kwargs)
+        self.model = self.pixelprune_model_class(config)
+        self.post_init()
+
+    def get_image_features(
+        self,
+        pixel_values: torch.Tensor,
+        image_grid_thw: torch.LongTensor | None = None,
+        image_keep_mask: torch.Tensor | None = None,
+        **kwargs,
+    ):
+        """Stock ``get_image_features``; with ``image_keep_mask``, only kept patches are encoded."""
+        return self.model.get_image_features(pixel_values, image_grid_thw, image_keep_mask=image_keep_mask, **kwargs)
+
+    def _pixelprune_forward(self, stock_forward: Callable, args: tuple, kwargs: dict, image_keep_mask):
+        # The stock forward hands unknown kwargs to the inner model, whose `forward` names the mask.
+        if image_keep_mask is not None:
+            kwargs["image_keep_mask"] = image_keep_mask
+        return stock_forward(self, *args, **kwargs)

@@ -1,0 +1,102 @@
+"""Run a stock Qwen3-VL / Qwen3.5 vision tower on the kept patches only (ALGORITHM.md section 5).
+
+The stock vision ``forward`` computes four grid-dependent tensors through the helpers of
+``transformers/vision_utils.py``, each of which returns a precomputed value when the caller passes it
+as a kwarg. We compute them for the FULL grid with the same helpers, gather them at the kept
+patches and hand them in, so the unmodified stock forward embeds only kept patches while every
+kept patch keeps its unpruned 2-D position:
+
+* ``interp_indices`` / ``interp_weights``: the learned absolute position table interpolated to the
+  full grid, gathered at kept patches;
+* ``position_ids``: the (h, w) coordinates feeding the 2-D rotary embedding, gathered likewise;
+* ``cu_seqlens``: attention segments of kept lengths (one per image frame, as stock).
+
+Merged tokens are kept or dropped whole (``merge_size**2`` consecutive patches), so the stock patch
+merger and deepstack mergers see complete windows and emit one row per kept token.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from transformers.vision_utils import (
+    get_vision_interpolation_indices_and_weights,
+    get_vision_position_ids,
+)
+
+from .keep_mask import patch_keep_mask, split_keep_mask, validate_keep_mask
+
+__all__ = ["kept_vision_kwargs", "encode_kept_patches"]
+
+
+def _kept_cu_seqlens(image_keep_mask: torch.Tensor, image_grid_thw: torch.Tensor, merge_size: int) -> torch.Tensor:
+    """``cu_seqlens`` (int32) of the kept patches: one attention segment per frame, like stock."""
+    unit = merge_size**2
+    per_frame = [
+        mask.view(int(t), -1).sum(-1) * unit
+        for mask, t in zip(split_keep_mask(image_keep_mask, image_grid_thw, merge_size), image_grid_thw[:, 0].tolist())
+    ]
+    seqlens = torch.cat(per_frame).to(torch.int32)
+    return F.pad(seqlens.cumsum(0, dtype=torch.int32), (1, 0), value=0)
+
+
+def kept_vision_kwargs(visual: torch.nn.Module, image_grid_thw: torch.Tensor, image_keep_mask: torch.Tensor) -> dict:
+    """The precomputed vision kwargs (full-grid position data gathered at kept patches).
+
+    ``image_keep_mask`` must already be validated (bool, on ``image_grid_thw``'s device).
+    Returns the kwargs plus ``"patch_keep"``, the per-patch bool mask that selects rows of
+    ``pixel_values``.
+    """
+    merge_size = visual.spatial_merge_size
+    patch_keep = patch_keep_mask(image_keep_mask, merge_size)
+    interp_indices, interp_weights = get_vision_interpolation_indices_and_weights(
+        image_grid_thw,
+        num_grid_per_side=visual.num_grid_per_side,
+        mode=visual.interpolation_mode,
+        align_corners=visual.interpolation_align_corners,
+        spatial_merge_size=visual.config.spatial_merge_size,
+    )
+    position_ids = get_vision_position_ids(image_grid_thw, merge_size)
+    return {
+        "patch_keep": patch_keep,
+        "interp_indices": interp_indices[patch_keep],
+        "interp_weights": interp_weights[patch_keep],
+        "position_ids": position_ids[patch_keep],
+        "cu_seqlens": _kept_cu_seqlens(image_keep_mask, image_grid_thw, merge_size).to(image_grid_thw.device),
+    }
+
+
+def encode_kept_patches(
+    visual: torch.nn.Module,
+    pixel_values: torch.Tensor,
+    image_grid_thw: torch.Tensor,
+    image_keep_mask: torch.Tensor,
+    **kwargs,
+):
+    """Encode only the kept patches with the stock ``visual`` module.
+
+    Returns the stock vision output with ``pooler_output`` split into one tensor of kept-token
+    embeddings per image (as the stock ``get_image_features`` splits full grids), and
+    ``deepstack_features`` (Qwen3-VL) split the same way.
+    """
+    merge_size = visual.spatial_merge_size
+    keep = validate_keep_mask(image_keep_mask, image_grid_thw, merge_size).to(image_grid_thw.device)
+    vision_kwargs = kept_vision_kwargs(visual, image_grid_thw, keep)
+    patch_keep = vision_kwargs.pop("patch_keep").to(pixel_values.device)
+    if pixel_values.shape[0] != patch_keep.numel():
+        raise ValueError(
+            f"`pixel_values` has {pixel_values.shape[0]} patch rows but `image_grid_thw` describes {patch_keep.numel()}; "
+            "pass the complete `pixel_values` (the model drops the pruned patches itself)."
+        )
+    kwargs.pop("return_dict", None)
+    output = visual(
+        pixel_values[patch_keep].type(visual.dtype),
+        grid_thw=image_grid_thw,
+        return_dict=True,
+        **{**kwargs, **vision_kwargs},
+    )
+    kept_counts = [int(m.sum()) for m in split_keep_mask(keep, image_grid_thw, merge_size)]
+    output.pooler_output = torch.split(output.pooler_output, kept_counts)
+    if getattr(output, "deepstack_features", None) is not None:
+        output.deepstack_features = [torch.split(feature, kept_counts) for feature in output.deepstack_features]
+    return output
