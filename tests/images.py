@@ -1,0 +1,105 @@
+"""Deterministic synthetic test images (PIL, RGB) with known redundancy.
+
+Sides should be multiples of 32 (one merged token = 32x32 px) so that the stock image processor
+keeps the native resolution and pixel-identical regions stay pixel-identical.
+
+- :func:`document_image`: white page with dark text-like blocks; ``aligned=True`` starts every
+  block on the 32 px token grid, ``aligned=False`` at arbitrary offsets (more tokens touched).
+- :func:`ui_image`: flat-coloured header, sidebar, panels and buttons (a GUI screenshot).
+- :func:`noise_image`: uniform random pixels: no two tokens are equal, nothing is prunable.
+- :func:`gradient_image`: a smooth horizontal ramp: nothing is pixel-identical, but every token
+  is close to its neighbour (exercises thresholds > 0 and anchored vs sliding).
+- :func:`blank_image`: one flat colour: everything but token 0 is prunable.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+TOKEN_PX = 32
+
+
+def _rgb(array: np.ndarray) -> Image.Image:
+    return Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8), mode="RGB")
+
+
+def blank_image(width: int = 224, height: int = 224, color: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """A single flat colour."""
+    return Image.new("RGB", (width, height), color)
+
+
+def noise_image(width: int = 224, height: int = 224, *, seed: int = 0) -> Image.Image:
+    """Uniform random pixels (nothing redundant)."""
+    rng = np.random.default_rng(seed)
+    return _rgb(rng.integers(0, 256, size=(height, width, 3)))
+
+
+def gradient_image(width: int = 224, height: int = 224) -> Image.Image:
+    """A horizontal grey ramp from black to white, identical on every row."""
+    ramp = np.linspace(0, 255, width).round().astype(np.uint8)
+    return _rgb(np.repeat(np.repeat(ramp[None, :, None], height, axis=0), 3, axis=2))
+
+
+def _glyph_row(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """A line of 'text': random dark glyph-sized strokes on white."""
+    line = np.full((height, width), 255, dtype=np.uint8)
+    x = 0
+    while x < width:
+        glyph = int(rng.integers(3, 8))
+        if rng.random() < 0.15:  # word gap
+            x += glyph
+            continue
+        strokes = rng.random((height - 2, glyph)) < 0.45
+        line[1 : height - 1, x : x + glyph][strokes[:, : max(0, min(glyph, width - x))]] = int(rng.integers(0, 80))
+        x += glyph + 1
+    return line
+
+
+def document_image(width: int = 320, height: int = 448, *, aligned: bool = True, seed: int = 0) -> Image.Image:
+    """A white page with a title, paragraphs of text-like lines and a table-like grid.
+
+    With ``aligned=True`` every block starts on the 32 px grid and the margins are whole tokens,
+    so many tokens are pure white; with ``aligned=False`` blocks start at odd offsets.
+    """
+    rng = np.random.default_rng(seed)
+    page = np.full((height, width), 255, dtype=np.uint8)
+    margin = TOKEN_PX if aligned else 21
+    y = margin
+    line_h = 12 if not aligned else 16
+    block = 0
+    while y + line_h < height - margin:
+        n_lines = int(rng.integers(2, 5))
+        right = width - margin - (0 if aligned else int(rng.integers(0, 9)))
+        for _ in range(n_lines):
+            if y + line_h >= height - margin:
+                break
+            length = int(rng.integers((right - margin) // 2, right - margin + 1))
+            if aligned:
+                length = max(TOKEN_PX, length // TOKEN_PX * TOKEN_PX)
+            page[y : y + line_h, margin : margin + length] = _glyph_row(rng, line_h, length)
+            y += line_h + (0 if aligned else 5)
+        block += 1
+        # paragraph gap: one or two blank token rows when aligned, an odd gap otherwise
+        y = ((y + TOKEN_PX - 1) // TOKEN_PX + int(rng.integers(1, 3))) * TOKEN_PX if aligned else y + int(rng.integers(9, 30))
+    return _rgb(np.repeat(page[:, :, None], 3, axis=2))
+
+
+def ui_image(width: int = 448, height: int = 320, *, seed: int = 0) -> Image.Image:
+    """A GUI-like screenshot: header bar, sidebar, flat panels, buttons and a little text."""
+    rng = np.random.default_rng(seed)
+    img = np.empty((height, width, 3), dtype=np.uint8)
+    img[:] = (240, 242, 245)  # window background
+    img[:40] = (33, 99, 200)  # header bar (not token-aligned on purpose)
+    img[40:, :96] = (250, 250, 250)  # sidebar
+    for i in range(int(rng.integers(3, 6))):  # sidebar menu items
+        top = 56 + 28 * i
+        img[top : top + 14, 12 : 12 + int(rng.integers(40, 76))] = (90, 90, 90)
+    for k in range(2):  # content panels
+        top, left = 64 + 128 * k, 128
+        img[top : top + 96, left : width - 32] = (255, 255, 255)
+        img[top + 12 : top + 24, left + 12 : left + 12 + int(rng.integers(80, 200))] = (20, 20, 20)
+        bx = width - 32 - 96
+        img[top + 60 : top + 84, bx : bx + 80] = (46, 160, 67)  # button
+        img[top + 68 : top + 76, bx + 16 : bx + 64] = (255, 255, 255)
+    return _rgb(img)
