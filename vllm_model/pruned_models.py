@@ -1,0 +1,223 @@
+"""PixelPrune model classes for vLLM: stock Qwen3-VL / Qwen3-VL-MoE / Qwen3.5 / Qwen3.5-MoE
+subclasses whose ViT runs on the kept patches only and whose kept tokens keep their unpruned
+M-RoPE positions. Registered lazily by :mod:`pixelprune.vllm_model.plugin`.
+
+What the subclasses change (everything else is the stock vLLM model):
+
+* ``_parse_and_validate_image_input`` also takes ``image_keep_mask`` (from the processor);
+* ``_process_image_input`` runs the stock ViT on the kept patches with full-grid position data
+  (learned position embedding interpolated to the full grid, 2-D rotary table) gathered at those
+  patches and one attention sequence per image of its kept length; one embedding (+ deepstack
+  features) comes out per kept token, and the count is asserted against the mask (vLLM would
+  silently drop surplus rows);
+* ``get_mrope_input_positions`` gives kept tokens their unpruned positions
+  (:func:`~pixelprune.vllm_model.mrope_positions.pruned_mrope_positions`);
+* start-up refuses the options that assume full grids (:func:`check_supported_config`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..modeling.keep_mask import kept_tokens_per_image, patch_keep_mask, validate_keep_mask
+from .mrope_positions import GridSpan, pruned_mrope_positions
+from .pruned_processor import (
+    KEEP_MASK_FIELD,
+    PixelPruneQwen3_5MoeProcessingInfo,
+    PixelPruneQwen3_5ProcessingInfo,
+    PixelPruneQwen3VLMoeProcessingInfo,
+    PixelPruneQwen3VLMultiModalProcessor,
+    PixelPruneQwen3VLProcessingInfo,
+)
+
+from vllm.model_executor.layers.attention.mm_encoder_attention import MMEncoderAttention
+from vllm.model_executor.models.qwen3_5 import Qwen3_5ForConditionalGeneration, Qwen3_5MoeForConditionalGeneration
+from vllm.model_executor.models.qwen3_vl import Qwen3VLDummyInputsBuilder, Qwen3VLForConditionalGeneration
+from vllm.model_executor.models.qwen3_vl_moe import Qwen3VLMoeForConditionalGeneration
+from vllm.multimodal import MULTIMODAL_REGISTRY
+
+logger = logging.getLogger("vllm.pixelprune.models")
+
+
+class UnsupportedWithPixelPrune(ValueError):
+    """A vLLM option that assumes full image grids was enabled for a PixelPrune model."""
+
+
+def check_supported_config(vllm_config: Any) -> None:
+    """Refuse, with the option's name, what assumes full image grids.
+
+    * ``--mm-encoder-tp-mode data``: shards images across ranks by full-grid patch counts.
+    * ``--video-pruning-rate`` (EVS / VidCom2): rewrites M-RoPE positions of every image and video
+      from full grids after the encoder.
+    * ``compilation_config.cudagraph_mm_encoder``: replays encoder graphs sized by full grids.
+    """
+    mm_config = vllm_config.model_config.get_multimodal_config()
+    problems = []
+    if mm_config.mm_encoder_tp_mode == "data":
+        problems.append(
+            "--mm-encoder-tp-mode data (ViT data parallelism splits images by full-grid patch counts); "
+            "use the default --mm-encoder-tp-mode weights"
+        )
+    if mm_config.get_video_pruning_spec() is not None:
+        problems.append(
+            f"--video-pruning-rate {mm_config.video_pruning_rate} (EVS/VidCom2 video pruning recomputes "
+            "M-RoPE positions from full grids); leave it unset"
+        )
+    if getattr(vllm_config.compilation_config, "cudagraph_mm_encoder", False):
+        problems.append(
+            "compilation_config.cudagraph_mm_encoder=True (encoder CUDA graphs are captured for full "
+            "grids); leave it disabled"
+        )
+    if problems:
+        raise UnsupportedWithPixelPrune(
+            "PixelPrune models do not support: " + "; ".join(problems) + ". Serve the stock architecture "
+            "(or disable pruning) to use these options."
+        )
+
+
+def kept_patch_encoder_metadata(
+    visual: torch.nn.Module, grid_thw: Sequence[Sequence[int]], patch_keep: torch.Tensor, kept_patches: Sequence[int]
+) -> dict[str, torch.Tensor | None]:
+    """``encoder_metadata`` for the stock ``Qwen3_VisionTransformer.forward`` on kept patches.
+
+    Position data are computed for the FULL grids (as stock) and gathered at ``patch_keep``;
+    attention runs over one sequence per image of its kept length. Mirrors the stock
+    ``prepare_encoder_metadata`` (same backend helpers) with kept lengths.
+    """
+    device = visual.device
+    patch_keep = patch_keep.to(device)
+    cos, sin = visual.rot_pos_emb(grid_thw)
+    cu_seqlens = np.concatenate([[0], np.cumsum(np.asarray(kept_patches, dtype=np.int64))]).astype(np.int32)
+    backend = visual.attn_backend
+    return {
+        "pos_embeds": visual.fast_pos_embed_interpolate(grid_thw)[patch_keep],
+        "rotary_pos_emb_cos": cos[patch_keep],
+        "rotary_pos_emb_sin": sin[patch_keep],
+        "sequence_lengths": MMEncoderAttention.maybe_compute_seq_lens(backend, cu_seqlens, device),
+        "max_seqlen": torch.tensor(MMEncoderAttention.compute_max_seqlen(backend, cu_seqlens), dtype=torch.int32),
+        "cu_seqlens": MMEncoderAttention.maybe_recompute_cu_seqlens(
+            backend, cu_seqlens, visual.hidden_size, visual.tp_size, device,
+            fp8_padded_hidden_size=visual.fp8_padded_hidden_size,
+        ),
+    }
+
+
+class PrunedImageInput:
+    """The stock parsed image input plus its ``image_keep_mask`` (item access is delegated)."""
+
+    def __init__(self, image_input: Any, keep_mask: torch.Tensor) -> None:
+        self.image_input = image_input
+        self.keep_mask = keep_mask
+
+    def __getitem__(self, key: str) -> Any:
+        return self.image_input[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self.image_input[key]
+        except KeyError:
+            return default
+
+
+def _flat_keep_mask(value: Any) -> torch.Tensor:
+    if isinstance(value, (list, tuple)):
+        return torch.cat([torch.as_tensor(v).reshape(-1) for v in value])
+    return torch.as_tensor(value).reshape(-1)
+
+
+class PixelPruneModelMixin:
+    """The PixelPrune overrides shared by the four families (see the module docstring)."""
+
+    def __init__(self, *, vllm_config: Any, prefix: str | None = None) -> None:
+        # vLLM inspects the signature for `vllm_config` and `prefix`; the stock default prefix
+        # differs per family, so only forward an explicit one.
+        check_supported_config(vllm_config)
+        kwargs = {} if prefix is None else {"prefix": prefix}
+        super().__init__(vllm_config=vllm_config, **kwargs)
+
+    def _parse_and_validate_image_input(self, **kwargs: object):
+        keep_mask = kwargs.pop(KEEP_MASK_FIELD, None)
+        image_input = super()._parse_and_validate_image_input(**kwargs)
+        if image_input is None or keep_mask is None or image_input["type"] != "pixel_values":
+            return image_input
+        return PrunedImageInput(image_input, _flat_keep_mask(keep_mask))
+
+    def _process_image_input(self, image_input: Any) -> tuple[torch.Tensor, ...]:
+        if not isinstance(image_input, PrunedImageInput):
+            return super()._process_image_input(image_input)
+        grid_thw = image_input["image_grid_thw"]
+        merge_size = self.visual.spatial_merge_size
+        keep = validate_keep_mask(image_input.keep_mask.cpu(), grid_thw.cpu(), merge_size)
+        if bool(keep.all()):
+            # Nothing pruned: exactly the stock path.
+            return super()._process_image_input(image_input.image_input)
+        kept = kept_tokens_per_image(keep, grid_thw.cpu(), merge_size)
+        patch_keep = patch_keep_mask(keep, merge_size)
+        pixel_values = image_input["pixel_values"]
+        metadata = kept_patch_encoder_metadata(
+            self.visual, grid_thw.tolist(), patch_keep, [k * merge_size**2 for k in kept]
+        )
+        embeds = self.visual(pixel_values[patch_keep.to(pixel_values.device)], grid_thw, encoder_metadata=metadata)
+        if embeds.shape[0] != sum(kept):
+            raise RuntimeError(
+                f"PixelPrune: the vision encoder returned {embeds.shape[0]} embeddings for {sum(kept)} kept tokens."
+            )
+        return embeds.split(kept)
+
+    def get_mrope_input_positions(self, input_tokens: list[int], mm_features: list[Any]) -> tuple[torch.Tensor, int]:
+        config = self.config
+        merge_size = config.vision_config.spatial_merge_size
+        spans: list[GridSpan] = []
+        for feature in sorted(mm_features, key=lambda f: f.mm_position.offset):
+            data = feature.data
+            if feature.modality == "image" and data is not None and KEEP_MASK_FIELD in data:
+                t, h, w = data["image_grid_thw"].data.tolist()
+                if t != 1:
+                    raise ValueError(f"PixelPrune: an image must have 1 temporal grid step, got {t}.")
+                kept = torch.nonzero(data[KEEP_MASK_FIELD].data.cpu().reshape(-1)).reshape(-1)
+                spans.append(GridSpan(feature.mm_position.offset, h // merge_size, w // merge_size, kept))
+                continue
+            # Videos and precomputed embeddings: the stock full-grid walk (one span per frame).
+            for offset, grid_h, grid_w, num in Qwen3VLForConditionalGeneration._iter_mm_grid_hw(
+                input_tokens,
+                [feature],
+                video_token_id=config.video_token_id,
+                vision_start_token_id=config.vision_start_token_id,
+                vision_end_token_id=config.vision_end_token_id,
+                spatial_merge_size=merge_size,
+            ):
+                if num != grid_h * grid_w:
+                    raise ValueError(f"PixelPrune: a frame has {num} tokens for a {grid_h}x{grid_w} grid.")
+                spans.append(GridSpan(offset, grid_h, grid_w))
+        return pruned_mrope_positions(len(input_tokens), spans)
+
+
+def _register_processor(info: type):
+    return MULTIMODAL_REGISTRY.register_processor(
+        PixelPruneQwen3VLMultiModalProcessor, info=info, dummy_inputs=Qwen3VLDummyInputsBuilder
+    )
+
+
+@_register_processor(PixelPruneQwen3VLProcessingInfo)
+class PixelPruneQwen3VLForConditionalGeneration(PixelPruneModelMixin, Qwen3VLForConditionalGeneration):
+    """Qwen3-VL with PixelPrune."""
+
+
+@_register_processor(PixelPruneQwen3VLMoeProcessingInfo)
+class PixelPruneQwen3VLMoeForConditionalGeneration(PixelPruneModelMixin, Qwen3VLMoeForConditionalGeneration):
+    """Qwen3-VL-MoE with PixelPrune."""
+
+
+@_register_processor(PixelPruneQwen3_5ProcessingInfo)
+class PixelPruneQwen3_5ForConditionalGeneration(PixelPruneModelMixin, Qwen3_5ForConditionalGeneration):
+    """Qwen3.5 with PixelPrune."""
+
+
+@_register_processor(PixelPruneQwen3_5MoeProcessingInfo)
+class PixelPruneQwen3_5MoeForConditionalGeneration(PixelPruneModelMixin, Qwen3_5MoeForConditionalGeneration):
+    """Qwen3.5-MoE with PixelPrune."""
