@@ -37,8 +37,9 @@ __all__ = [
     "select_tokens",
     "select_keep_mask",
     "keep_mask_from_indices",
+    "TokenSource",
     "token_descriptors",
-    "select_from_descriptors",
+    "select_image",
     "distance",
 ]
 
@@ -105,6 +106,52 @@ def _validate_image_grid(index: int, t: int, h: int, w: int, merge_size: int) ->
         )
 
 
+class TokenSource:
+    """One image's tokens, read straight from its rows of ``pixel_values``.
+
+    Descriptors (first temporal frame, de-normalised, float32) are built on demand, a few rows or
+    a chunk at a time, so the full ``(tokens, D)`` float32 copy is never materialised: at 4K that
+    copy alone costs more than the whole threshold-0 selection.
+    """
+
+    def __init__(self, image_pixel_values: torch.Tensor, grid_h: int, grid_w: int, *, spec: GridSpec,
+                 image_mean: torch.Tensor, image_std: torch.Tensor) -> None:
+        m2 = spec.merge_size**2
+        self.gh, self.gw = grid_h // spec.merge_size, grid_w // spec.merge_size
+        self.n = self.gh * self.gw
+        self.d = spec.descriptor_size
+        # (tokens, merge^2, C, P*P) view of the first temporal frame: no copy
+        self.frames = image_pixel_values.reshape(
+            self.n, m2, spec.channels, spec.temporal_patch_size, spec.patch_size**2
+        )[:, :, :, 0, :]
+        self.std = image_std.to(device=self.frames.device, dtype=torch.float32).view(1, 1, -1, 1)
+        self.mean = image_mean.to(device=self.frames.device, dtype=torch.float32).view(1, 1, -1, 1)
+
+    def range(self, start: int, stop: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Descriptors of tokens ``start..stop-1`` as ``(stop - start, D)``; ``out`` is reused."""
+        view = self.frames[start:stop]
+        if out is None:
+            out = torch.empty(view.shape, dtype=torch.float32, device=view.device)
+        else:
+            out = out[: view.numel()].view(view.shape)
+        torch.mul(view, self.std, out=out)  # x * std + mean, as ALGORITHM.md writes it
+        out += self.mean
+        return out.view(stop - start, self.d)
+
+    def rows(self, index: torch.Tensor) -> torch.Tensor:
+        """Descriptors of the tokens in ``index`` (1-D int64) as ``(len(index), D)``."""
+        view = self.frames.index_select(0, index)
+        return (view.to(torch.float32) * self.std + self.mean).reshape(len(index), self.d)
+
+    def all(self) -> torch.Tensor:
+        return self.range(0, self.n)
+
+    def assert_finite(self, index: int) -> None:
+        """Raise if any of this image's (first-frame) pixels is NaN or inf."""
+        if not bool(torch.isfinite(self.frames).all()):
+            raise ValueError(f"Image {index} has non-finite pixel values (NaN or inf) in pixel_values.")
+
+
 def token_descriptors(
     image_pixel_values: torch.Tensor,
     grid_h: int,
@@ -118,43 +165,58 @@ def token_descriptors(
 
     ``image_pixel_values`` holds one image's rows of ``pixel_values`` (patch grid ``grid_h x grid_w``).
     """
-    m2 = spec.merge_size**2
-    n_tokens = grid_h * grid_w // m2
-    view = image_pixel_values.reshape(
-        n_tokens, m2, spec.channels, spec.temporal_patch_size, spec.patch_size**2
-    )[:, :, :, 0, :]
-    std = image_std.to(device=view.device, dtype=torch.float32).view(1, 1, -1, 1)
-    mean = image_mean.to(device=view.device, dtype=torch.float32).view(1, 1, -1, 1)
-    desc = view.to(torch.float32) * std
-    desc += mean
-    return desc.reshape(n_tokens, spec.descriptor_size)
+    return TokenSource(image_pixel_values, grid_h, grid_w, spec=spec,
+                       image_mean=image_mean, image_std=image_std).all()
 
 
-def _neighbour_distances(desc: torch.Tensor, gh: int, gw: int, metric: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _neighbour_distances(src: TokenSource, metric: str) -> tuple[torch.Tensor, torch.Tensor]:
     """``H[r, c]`` = d(token(r, c), token(r, c-1)) and ``V[r, c]`` = d(token(r, c), token(r-1, c));
-    +inf where the neighbour does not exist."""
-    grid = desc.view(gh, gw, -1)
-    h = torch.full((gh, gw), math.inf, dtype=torch.float32, device=desc.device)
-    v = torch.full((gh, gw), math.inf, dtype=torch.float32, device=desc.device)
-    rows = max(1, _CHUNK_ELEMENTS // max(1, gw * desc.shape[1]))
-    for r0 in range(0, gh, rows):
+    +inf where the neighbour does not exist.
+
+    One streaming pass over the pixels: descriptors are built a cache-sized band of token rows at a
+    time into a reused buffer (two buffers alternate so the previous band's last row stays valid
+    for the vertical distances)."""
+    gh, gw, dim = src.gh, src.gw, src.d
+    device = src.frames.device
+    h = torch.full((gh, gw), math.inf, dtype=torch.float32, device=device)
+    v = torch.full((gh, gw), math.inf, dtype=torch.float32, device=device)
+    rows = max(1, min(gh, _CHUNK_ELEMENTS // max(1, gw * dim)))
+    bufs = [torch.empty(rows * gw * dim, dtype=torch.float32, device=device) for _ in range(2)]
+    diff = torch.empty(rows * gw * dim, dtype=torch.float32, device=device)
+    prev_last: torch.Tensor | None = None
+    for i, r0 in enumerate(range(0, gh, rows)):
         r1 = min(gh, r0 + rows)
+        band = src.range(r0 * gw, r1 * gw, out=bufs[i % 2]).view(r1 - r0, gw, dim)
         if gw > 1:
-            h[r0:r1, 1:] = distance(grid[r0:r1, 1:], grid[r0:r1, :-1], metric)
-        lo = max(r0, 1)
-        if lo < r1:
-            v[lo:r1] = distance(grid[lo:r1], grid[lo - 1 : r1 - 1], metric)
+            h[r0:r1, 1:] = _distance_into(band[:, 1:], band[:, :-1], metric, diff)
+        if r1 - r0 > 1:
+            v[r0 + 1 : r1] = _distance_into(band[1:], band[:-1], metric, diff)
+        if prev_last is not None:
+            v[r0] = _distance_into(band[0], prev_last, metric, diff)
+        prev_last = band[-1]
     return h, v
 
 
-def _gather_distance(desc: torch.Tensor, i: np.ndarray, j: np.ndarray, metric: str) -> np.ndarray:
-    """d(desc[i], desc[j]) for index arrays, chunked; returns float32 numpy."""
+def _distance_into(a: torch.Tensor, b: torch.Tensor, metric: str, buf: torch.Tensor) -> torch.Tensor:
+    """:func:`distance` for float32 inputs, using ``buf`` as scratch for the difference."""
+    d = buf[: a.numel()].view(a.shape)
+    torch.sub(a, b, out=d)
+    if metric == "max":
+        return d.abs_().amax(dim=-1)
+    if metric == "mae":
+        return d.abs_().mean(dim=-1)
+    return d.square_().mean(dim=-1).sqrt_()
+
+
+def _gather_distance(src: TokenSource, i: np.ndarray, j: np.ndarray, metric: str) -> np.ndarray:
+    """d(token i, token j) for index arrays, chunked; returns float32 numpy."""
     out = np.empty(len(i), dtype=np.float32)
-    step = max(1, _CHUNK_ELEMENTS // desc.shape[1])
-    ti = torch.from_numpy(np.ascontiguousarray(i)).to(desc.device)
-    tj = torch.from_numpy(np.ascontiguousarray(j)).to(desc.device)
+    step = max(1, _CHUNK_ELEMENTS // src.d)
+    device = src.frames.device
+    ti = torch.from_numpy(np.ascontiguousarray(i, dtype=np.int64)).to(device)
+    tj = torch.from_numpy(np.ascontiguousarray(j, dtype=np.int64)).to(device)
     for s in range(0, len(i), step):
-        d = distance(desc.index_select(0, ti[s : s + step]), desc.index_select(0, tj[s : s + step]), metric)
+        d = distance(src.rows(ti[s : s + step]), src.rows(tj[s : s + step]), metric)
         out[s : s + step] = d.cpu().numpy()
     return out
 
@@ -175,9 +237,9 @@ def _pred2d_sliding(h: np.ndarray, v: np.ndarray, tau: float) -> np.ndarray:
 class _Pred2dAnchored:
     """Anchored pred_2d as a wavefront over anti-diagonals (see module docstring)."""
 
-    def __init__(self, desc: torch.Tensor, gh: int, gw: int, metric: str, tau: float,
-                 h: np.ndarray, v: np.ndarray) -> None:
-        self.desc, self.gw, self.metric, self.tau = desc, gw, metric, tau
+    def __init__(self, src: TokenSource, metric: str, tau: float, h: np.ndarray, v: np.ndarray) -> None:
+        gh, gw = src.gh, src.gw
+        self.src, self.gw, self.metric, self.tau = src, gw, metric, tau
         n = gh * gw
         self.h, self.v = h.reshape(n), v.reshape(n)
         self.ref = np.zeros(n, dtype=np.int64)  # index of the kept token standing in for each token
@@ -204,7 +266,7 @@ class _Pred2dAnchored:
         out[m] = self.err[y[m]]
         m = np.isnan(out)
         if m.any():
-            out[m] = _gather_distance(self.desc, rx[m], ry[m], self.metric)
+            out[m] = _gather_distance(self.src, rx[m], ry[m], self.metric)
         return out
 
     def _step(self, rr: np.ndarray, cc: np.ndarray) -> None:
@@ -227,32 +289,44 @@ class _Pred2dAnchored:
         d[same] = self.err[y[same]]
         m = np.isnan(d)
         if m.any():
-            d[m] = _gather_distance(self.desc, idx[m], ry[m], self.metric)
+            d[m] = _gather_distance(self.src, idx[m], ry[m], self.metric)
         keep = d > tau
         self.keep[idx] = keep
         self.ref[idx] = np.where(keep, idx, ry)
         self.err[idx] = np.where(keep, 0.0, d)
 
 
-def _scan_order(gh: int, gw: int, method: str) -> np.ndarray:
-    """Token indices in scan order for the 1-D methods."""
+def _scan_order_and_distances(h: np.ndarray, v: np.ndarray, src: TokenSource, method: str,
+                              metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Token indices in scan order, and each token's distance to its predecessor in that order
+    (inf for the first). Consecutive tokens are grid neighbours, so ``H``/``V`` hold the distances,
+    except raster's row wrap-arounds, which are gathered."""
+    gh, gw = h.shape
     grid = np.arange(gh * gw, dtype=np.int64).reshape(gh, gw)
+    prev = h.copy()  # within a left-to-right row: the left neighbour
     if method == "serpentine":
         grid[1::2] = grid[1::2, ::-1]
-    return grid.reshape(-1)
+        prev[1::2, :-1] = h[1::2, 1:]  # right-to-left rows: the right neighbour
+        prev[1::2, -1] = v[1::2, -1]  # odd rows start under the end of the row above
+        prev[2::2, 0] = v[2::2, 0]  # even rows start under the start of the row above
+        prev = np.concatenate([p[::-1] if r % 2 else p for r, p in enumerate(prev)])
+    else:
+        if gh > 1:
+            prev[1:, 0] = _gather_distance(src, grid[1:, 0], grid[:-1, -1], metric)
+        prev = prev.reshape(-1)
+    prev[0] = np.inf
+    return grid.reshape(-1), prev
 
 
-def _scan_select(desc: torch.Tensor, order: np.ndarray, metric: str, tau: float, anchored: bool) -> np.ndarray:
+def _scan_select(src: TokenSource, order: np.ndarray, prev_dist: np.ndarray, metric: str, tau: float,
+                 anchored: bool) -> np.ndarray:
     """raster / serpentine: keep iff not similar to the previous token in scan order (anchored:
     to the previous *kept* token). Returns keep in scan order."""
     n = len(order)
-    keep = np.ones(n, dtype=bool)
-    if n == 1:
+    similar = prev_dist <= tau
+    keep = ~similar
+    if not anchored or tau == 0 or n == 1:
         return keep
-    prev_dist = _gather_distance(desc, order[1:], order[:-1], metric)
-    similar = np.concatenate([[False], prev_dist <= tau])
-    if not anchored or tau == 0:
-        return ~similar
     # Anchored: a token right after a kept token compares with it, so runs of `~similar` are kept
     # as in sliding mode; a run of pruned tokens compares with its anchor and is searched forward.
     # next_similar[i] = first j >= i with similar[j] (n if none).
@@ -267,48 +341,53 @@ def _scan_select(desc: torch.Tensor, order: np.ndarray, metric: str, tau: float,
         window = 64
         while i < n:
             cand = order[i : i + window]
-            d = _gather_distance(desc, cand, np.full(len(cand), order[anchor]), metric)
+            d = _gather_distance(src, cand, np.full(len(cand), order[anchor]), metric)
             over = np.nonzero(d > tau)[0]
+            stop = int(over[0]) if len(over) else len(cand)
+            keep[i : i + stop] = False
             if len(over):
-                keep[i : i + over[0]] = False
-                i += int(over[0]) + 1  # token at i + over[0] is kept and is the new anchor
+                keep[i + stop] = True  # the first token that differs from the anchor
+                i += stop + 1
                 break
-            keep[i : i + len(cand)] = False
-            i += len(cand)
+            i += stop
             window *= 2
     return keep
 
 
-def select_from_descriptors(
-    desc: torch.Tensor,
-    grid_h: int,
-    grid_w: int,
+def select_image(
+    src: TokenSource,
     *,
     threshold: float = 0.0,
     metric: str = "max",
     method: str = "pred_2d",
     anchored: bool | None = None,
+    index: int = 0,
 ) -> torch.Tensor:
-    """Keep mask ``(grid_h * grid_w,)`` bool (CPU) for one image's token descriptors.
+    """Keep mask ``(tokens,)`` bool (CPU, raster order) for one image.
 
-    ``desc`` is ``(grid_h * grid_w, D)`` in raster order (token grid, not patch grid).
-    Arguments are assumed validated (see :func:`select_tokens`).
+    Arguments are assumed validated (see :func:`select_tokens`); ``index`` only names the image in
+    errors.
     """
-    n = grid_h * grid_w
-    if n == 1:
+    if src.n == 1:
+        src.assert_finite(index)
         return torch.ones(1, dtype=torch.bool)
+    h, v = _neighbour_distances(src, metric)
+    h_np, v_np = h.cpu().numpy(), v.cpu().numpy()
+    # Every token is in at least one neighbour pair and NaN/inf propagate into its distance, so
+    # finite distances prove finite pixels without another pass; else check (overflow is legal).
+    defined = np.concatenate([h_np[:, 1:].reshape(-1), v_np[1:].reshape(-1)])
+    if not np.isfinite(defined).all():
+        src.assert_finite(index)
     is_anchored = threshold > 0 if anchored is None else bool(anchored)
     if method == "pred_2d":
-        h, v = _neighbour_distances(desc, grid_h, grid_w, metric)
-        h_np, v_np = h.cpu().numpy(), v.cpu().numpy()
         if threshold == 0 or not is_anchored:  # threshold 0: anchored == sliding exactly
             keep = _pred2d_sliding(h_np, v_np, threshold)
         else:
-            keep = _Pred2dAnchored(desc, grid_h, grid_w, metric, threshold, h_np, v_np).keep
-        return torch.from_numpy(np.ascontiguousarray(keep.reshape(n)))
-    order = _scan_order(grid_h, grid_w, method)
-    keep_scan = _scan_select(desc, order, metric, threshold, is_anchored)
-    keep = np.empty(n, dtype=bool)
+            keep = _Pred2dAnchored(src, metric, threshold, h_np, v_np).keep
+        return torch.from_numpy(np.ascontiguousarray(keep.reshape(src.n)))
+    order, prev = _scan_order_and_distances(h_np, v_np, src, method, metric)
+    keep_scan = _scan_select(src, order, prev, metric, threshold, is_anchored)
+    keep = np.empty(src.n, dtype=bool)
     keep[order] = keep_scan
     return torch.from_numpy(keep)
 
@@ -364,18 +443,11 @@ def _select(
     offset = 0
     for i, (t, h, w) in enumerate(grids):
         rows = t * h * w
-        desc = token_descriptors(
-            pixel_values[offset : offset + rows], h, w, spec=spec, image_mean=mean, image_std=std
-        )
+        src = TokenSource(pixel_values[offset : offset + rows], h, w, spec=spec,
+                          image_mean=mean, image_std=std)
         offset += rows
-        if not bool(torch.isfinite(desc).all()):
-            raise ValueError(f"Image {i} has non-finite pixel values (NaN or inf) in pixel_values.")
-        masks.append(
-            select_from_descriptors(
-                desc, h // spec.merge_size, w // spec.merge_size,
-                threshold=threshold, metric=metric, method=method, anchored=anchored,
-            )
-        )
+        masks.append(select_image(src, threshold=threshold, metric=metric, method=method,
+                                  anchored=anchored, index=i))
     return masks
 
 
