@@ -13,6 +13,10 @@ _LAZY = {
     "PixelPruneQwen3VLForConditionalGeneration": ".qwen3_vl",
     "PixelPruneQwen3VLMoeModel": ".qwen3_vl_moe",
     "PixelPruneQwen3VLMoeForConditionalGeneration": ".qwen3_vl_moe",
+    "PixelPruneQwen3_5Model": ".qwen3_5",
+    "PixelPruneQwen3_5ForConditionalGeneration": ".qwen3_5",
+    "PixelPruneQwen3_5MoeModel": ".qwen3_5_moe",
+    "PixelPruneQwen3_5MoeForConditionalGeneration": ".qwen3_5_moe",
 }
 
 __all__ = sorted(_LAZY)
