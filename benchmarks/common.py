@@ -1,0 +1,145 @@
+"""Helpers shared by the benchmark scripts: the image set, the stock image processor, timing, results."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+RESULTS_DIR = BENCH_DIR / "results"
+IMAGE_DIR = BENCH_DIR / "data" / "images"
+QUICK_IMAGE_DIR = BENCH_DIR / "data" / "images-quick"
+
+# Qwen3-VL / Qwen3.5 checkpoints' preprocessor_config.json (the stock defaults).
+QWEN3_VL_PROCESSOR_KWARGS = dict(
+    patch_size=16, merge_size=2, temporal_patch_size=2, image_mean=[0.5] * 3, image_std=[0.5] * 3,
+    size={"shortest_edge": 65536, "longest_edge": 16777216},
+)
+
+
+def load_images(quick: bool, image_dir: Path | None = None) -> list[dict]:
+    """Records of the image set built by ``make_image_set.py`` (quick set if asked and present)."""
+    sys.path.insert(0, str(BENCH_DIR))
+    from make_image_set import load_manifest
+
+    if image_dir is None:
+        image_dir = QUICK_IMAGE_DIR if quick and (QUICK_IMAGE_DIR / "manifest.json").exists() else IMAGE_DIR
+    return load_manifest(image_dir)
+
+
+def stock_image_processor():
+    """The stock transformers Qwen3-VL image processor with the checkpoints' defaults.
+
+    The torchvision backend when torchvision imports, else the PIL backend (what transformers
+    itself picks); ``.backend_name`` says which.
+    """
+    try:
+        import torchvision  # noqa: F401
+        from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor as cls
+
+        name = "torchvision"
+    except Exception:  # torchvision missing or broken (see ENVIRONMENT.md)
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil as cls
+
+        name = "pil"
+    proc = cls(**QWEN3_VL_PROCESSOR_KWARGS)
+    proc.backend_name = name
+    return proc
+
+
+def open_rgb(path: str):
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.convert("RGB")
+
+
+def time_call(fn: Callable[[], Any], repeats: int) -> tuple[float, float, Any]:
+    """(best wall seconds, best CPU seconds of this process, last result) over ``repeats`` calls.
+
+    The minimum is the least disturbed run: these machines are shared, and other work only ever adds.
+    """
+    wall, cpu, out = [], [], None
+    for _ in range(max(1, repeats)):
+        w0, c0 = time.perf_counter(), time.process_time()
+        out = fn()
+        cpu.append(time.process_time() - c0)
+        wall.append(time.perf_counter() - w0)
+    return min(wall), min(cpu), out
+
+
+def median(xs: list[float]) -> float:
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else float("nan")
+
+
+def machine_info() -> dict[str, Any]:
+    import torch
+
+    cpu = platform.processor()
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+            if line.startswith("Model name:"):
+                cpu = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    info = {
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "loadavg_start": os.getloadavg(),
+    }
+    try:
+        import transformers
+
+        info["transformers"] = transformers.__version__
+    except ImportError:
+        pass
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def write_json(name: str, payload: dict[str, Any], quick: bool) -> Path:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    payload.setdefault("machine", machine_info())
+    payload["machine"]["loadavg_end"] = os.getloadavg()
+    path = RESULTS_DIR / f"{name}{'_quick' if quick else ''}.json"
+    path.write_text(json.dumps(payload, indent=1, default=float))
+    return path
+
+
+def print_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]) -> str:
+    """Print (and return) a markdown table; ``columns`` = (key, header, format spec)."""
+    lines = ["| " + " | ".join(h for _, h, _ in columns) + " |",
+             "|" + "|".join("---" for _ in columns) + "|"]
+    for r in rows:
+        cells = []
+        for key, _, fmt in columns:
+            v = r.get(key)
+            cells.append("-" if v is None else format(v, fmt) if fmt else str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    text = "\n".join(lines)
+    print(text)
+    return text
+
+
+def load_warning(threshold: float = 1.5) -> str | None:
+    """A note when the machine is busy (load per core above ``threshold``): timings are then inflated."""
+    load = os.getloadavg()[0]
+    cores = os.cpu_count() or 1
+    if load / cores > threshold:
+        return (f"machine busy: load average {load:.1f} on {cores} cores; wall times are inflated, "
+                "CPU times less so")
+    return None
