@@ -1,0 +1,174 @@
+"""PixelPrune processors for Qwen3-VL / Qwen3-VL-MoE and Qwen3.5 / Qwen3.5-MoE.
+
+They run the stock processing, select the kept tokens of every image with the shared selector,
+emit each image's ``<|image_pad|>`` run at its *kept* length and return ``image_keep_mask``
+(DESIGN.md) next to the stock keys. With pruning disabled the output is exactly the stock one.
+
+Settings precedence (lowest to highest, see :mod:`.settings`): defaults < the ``pixelprune``
+block saved in ``processor_config.json`` (or constructor arguments ``pixelprune={...}`` /
+``pixelprune_<name>=...``) < ``PIXELPRUNE_*`` environment variables < per-call
+``pixelprune_<name>=...`` keyword arguments of ``__call__`` / ``apply_chat_template``.
+
+Statistics of the latest call are in ``processor.last_pruning_stats`` (one
+:class:`ImagePruningStats` per image) and are logged by ``pixelprune.processing.processor_pruning``
+(INFO with ``verbose=True`` / ``PIXELPRUNE_VERBOSE=1``, DEBUG otherwise).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from transformers import Qwen3VLProcessor
+from transformers.utils import is_torchvision_available
+
+from .processor_pruning import ImagePruningStats, SelectorGeometry, kept_token_counts, prune_image_batch
+from .settings import KWARG_PREFIX, PixelPruneSettings
+
+logger = logging.getLogger(__name__)
+
+KEEP_MASK_KEY = "image_keep_mask"
+
+# Settings of the call in progress: set by __call__ / apply_chat_template, read by
+# _process_images (the stock call chain gives no other way to hand them down). A context
+# variable keeps concurrent calls from different threads apart.
+_CALL_SETTINGS: contextvars.ContextVar[PixelPruneSettings | None] = contextvars.ContextVar(
+    "pixelprune_call_settings", default=None
+)
+
+
+def _coerce_settings(value: PixelPruneSettings | Mapping[str, Any] | None) -> PixelPruneSettings:
+    if isinstance(value, PixelPruneSettings):
+        return value
+    if value is None or isinstance(value, Mapping):
+        return PixelPruneSettings.from_dict(value)
+    raise ValueError(
+        f"pixelprune={value!r} is invalid; pass a dict of settings or a PixelPruneSettings."
+    )
+
+
+def _pop_pixelprune_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {k: kwargs.pop(k) for k in list(kwargs) if k.startswith(KWARG_PREFIX)}
+
+
+class PixelPruneQwen3VLProcessor(Qwen3VLProcessor):
+    """``Qwen3VLProcessor`` that prunes redundant image tokens (also serves Qwen3-VL-MoE).
+
+    Extra constructor arguments:
+        pixelprune: saved settings (dict or :class:`PixelPruneSettings`); round-trips through
+            ``save_pretrained`` / ``from_pretrained`` as the ``pixelprune`` key of
+            ``processor_config.json``.
+        pixelprune_<name>: individual settings (``pixelprune_threshold=0.02``), applied on top.
+
+    Without torchvision the stock video processor cannot be built; the processor then has no
+    ``video_processor`` and handles images and text only (passing videos raises).
+    """
+
+    def __init__(
+        self,
+        image_processor: Any = None,
+        tokenizer: Any = None,
+        video_processor: Any = None,
+        chat_template: str | None = None,
+        pixelprune: PixelPruneSettings | Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        settings = _coerce_settings(pixelprune).with_kwargs(kwargs)
+        settings.with_env()  # invalid PIXELPRUNE_* variables fail here, not at the first call
+        super().__init__(image_processor, tokenizer, video_processor, chat_template=chat_template, **kwargs)
+        self.pixelprune: dict[str, Any] = settings.to_dict()
+        self.last_pruning_stats: list[ImagePruningStats] = []
+
+    @classmethod
+    def get_attributes(cls) -> list[str]:
+        attributes = super().get_attributes()
+        if not is_torchvision_available():
+            # The stock Qwen3VLVideoProcessor needs torchvision: load and run without it.
+            attributes = [a for a in attributes if a != "video_processor"]
+        return attributes
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any):
+        """Stock loading; ``pixelprune_<name>=...`` keyword arguments override the saved settings."""
+        overrides = _pop_pixelprune_kwargs(kwargs)
+        processor = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        if overrides:
+            processor.pixelprune_settings = processor.pixelprune_settings.with_kwargs(overrides)
+        return processor
+
+    @property
+    def pixelprune_settings(self) -> PixelPruneSettings:
+        """The processor's own (saved) settings, without environment or per-call overrides."""
+        return PixelPruneSettings.from_dict(self.pixelprune)
+
+    @pixelprune_settings.setter
+    def pixelprune_settings(self, value: PixelPruneSettings | Mapping[str, Any]) -> None:
+        self.pixelprune = _coerce_settings(value).to_dict()
+
+    def effective_pixelprune_settings(self, kwargs: dict[str, Any] | None = None) -> PixelPruneSettings:
+        """Saved settings < environment < ``pixelprune_*`` entries of ``kwargs`` (popped)."""
+        base = _CALL_SETTINGS.get() or self.pixelprune_settings.with_env()
+        return base.with_kwargs(kwargs if kwargs is not None else {})
+
+    def __call__(self, images=None, text=None, videos=None, audio=None, **kwargs: Any):
+        """Stock ``Qwen3VLProcessor.__call__`` plus pruning; accepts ``pixelprune_<name>=...``."""
+        settings = self.effective_pixelprune_settings(kwargs)
+        if videos is not None and getattr(self, "video_processor", None) is None:
+            raise ValueError(
+                f"{type(self).__name__} has no video processor (the stock Qwen3-VL video processor "
+                "needs torchvision); install torchvision to pass videos."
+            )
+        token = _CALL_SETTINGS.set(settings)
+        try:
+            self.last_pruning_stats = []
+            return super().__call__(images=images, text=text, videos=videos, audio=audio, **kwargs)
+        finally:
+            _CALL_SETTINGS.reset(token)
+
+    def apply_chat_template(self, conversation: Any, chat_template: str | None = None, **kwargs: Any):
+        """Stock ``apply_chat_template``; ``pixelprune_<name>=...`` apply to the images it processes."""
+        settings = self.effective_pixelprune_settings(kwargs)
+        token = _CALL_SETTINGS.set(settings)
+        try:
+            return super().apply_chat_template(conversation, chat_template, **kwargs)
+        finally:
+            _CALL_SETTINGS.reset(token)
+
+    def _process_images(self, images: Any, **kwargs: Any):
+        settings = _CALL_SETTINGS.get() or self.pixelprune_settings.with_env()
+        if not settings.enabled:
+            return super()._process_images(images, **kwargs)
+        processed = self.image_processor(images, **kwargs)
+        geometry = SelectorGeometry.from_image_processor(self.image_processor, kwargs)
+        keep_mask, stats = prune_image_batch(processed["pixel_values"], processed["image_grid_thw"], settings, geometry)
+        # Same container kind as pixel_values (numpy without return_tensors, torch with "pt").
+        processed[KEEP_MASK_KEY] = keep_mask if isinstance(processed["pixel_values"], torch.Tensor) else keep_mask.numpy()
+        self.last_pruning_stats = stats
+        replacements = [self.replace_image_token(processed, image_idx=i, **kwargs) for i in range(len(stats))]
+        return processed, replacements
+
+    def replace_image_token(self, image_inputs: dict, image_idx: int, **kwargs: Any) -> str:
+        """``<|image_pad|>`` repeated the image's kept count (stock count without a keep mask)."""
+        if KEEP_MASK_KEY not in image_inputs:
+            return super().replace_image_token(image_inputs, image_idx, **kwargs)
+        merge_size = kwargs.get("merge_size") or self.image_processor.merge_size
+        counts = kept_token_counts(image_inputs[KEEP_MASK_KEY], image_inputs["image_grid_thw"], merge_size)
+        return self.image_token * counts[image_idx]
+
+    @property
+    def model_input_names(self) -> list[str]:
+        return super().model_input_names + [KEEP_MASK_KEY]
+
+
+class PixelPruneQwen3_5Processor(PixelPruneQwen3VLProcessor):
+    """PixelPrune processor for Qwen3.5 and Qwen3.5-MoE.
+
+    transformers uses the Qwen3-VL processor for both families, so this is the same processor
+    under the name Qwen3.5 Hub repos and users refer to.
+    """
+
+
+__all__ = ["KEEP_MASK_KEY", "PixelPruneQwen3VLProcessor", "PixelPruneQwen3_5Processor"]
