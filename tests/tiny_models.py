@@ -264,10 +264,9 @@ def build_tiny_config(family: str, tokenizer, *, initializer_range: float = 0.1)
     return config
 
 
-def image_processor_dict() -> dict[str, Any]:
-    """``preprocessor_config.json`` as in the stock Qwen3-VL / Qwen3.5 repos (smaller min pixels)."""
+def _vision_processor_common() -> dict[str, Any]:
+    """Keys the stock image and video preprocessor configs share."""
     return {
-        "image_processor_type": "Qwen2VLImageProcessorFast",
         "processor_class": "Qwen3VLProcessor",
         "do_convert_rgb": True,
         "do_resize": True,
@@ -280,6 +279,14 @@ def image_processor_dict() -> dict[str, Any]:
         "patch_size": PATCH_SIZE,
         "temporal_patch_size": TEMPORAL_PATCH_SIZE,
         "merge_size": MERGE_SIZE,
+    }
+
+
+def image_processor_dict() -> dict[str, Any]:
+    """``preprocessor_config.json`` as in the stock Qwen3-VL / Qwen3.5 repos (smaller min pixels)."""
+    return {
+        **_vision_processor_common(),
+        "image_processor_type": "Qwen2VLImageProcessorFast",
         "size": {"shortest_edge": IMAGE_MIN_PIXELS, "longest_edge": IMAGE_MAX_PIXELS},
     }
 
@@ -287,23 +294,12 @@ def image_processor_dict() -> dict[str, Any]:
 def video_processor_dict() -> dict[str, Any]:
     """``video_preprocessor_config.json`` as in the stock Qwen3-VL / Qwen3.5 repos."""
     return {
+        **_vision_processor_common(),
         "video_processor_type": "Qwen3VLVideoProcessor",
-        "processor_class": "Qwen3VLProcessor",
-        "do_convert_rgb": True,
-        "do_resize": True,
-        "do_rescale": True,
-        "do_normalize": True,
         "do_sample_frames": True,
         "fps": 2,
         "min_frames": 4,
         "max_frames": 768,
-        "rescale_factor": 1 / 255,
-        "resample": 3,
-        "image_mean": IMAGE_MEAN,
-        "image_std": IMAGE_STD,
-        "patch_size": PATCH_SIZE,
-        "temporal_patch_size": TEMPORAL_PATCH_SIZE,
-        "merge_size": MERGE_SIZE,
         "size": {"shortest_edge": VIDEO_MIN_PIXELS, "longest_edge": VIDEO_MAX_PIXELS},
         "return_metadata": False,
     }
