@@ -138,6 +138,14 @@ class TokenSource:
         out += self.mean
         return out.view(stop - start, self.d)
 
+    def range_raw(self, start: int, stop: int, out: torch.Tensor) -> torch.Tensor:
+        """Tokens ``start..stop-1`` as stored (normalised, input dtype), contiguous, ``(n, D)``;
+        ``out`` is a flat scratch buffer of the input dtype."""
+        view = self.frames[start:stop]
+        band = out[: view.numel()].view(view.shape)
+        band.copy_(view)
+        return band.view(stop - start, self.d)
+
     def rows(self, index: torch.Tensor) -> torch.Tensor:
         """Descriptors of the tokens in ``index`` (1-D int64) as ``(len(index), D)``."""
         view = self.frames.index_select(0, index)
@@ -169,30 +177,54 @@ def token_descriptors(
                        image_mean=image_mean, image_std=image_std).all()
 
 
-def _neighbour_distances(src: TokenSource, metric: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _neighbour_distances(src: TokenSource, metric: str, exact: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """``H[r, c]`` = d(token(r, c), token(r, c-1)) and ``V[r, c]`` = d(token(r, c), token(r-1, c));
     +inf where the neighbour does not exist.
 
-    One streaming pass over the pixels: descriptors are built a cache-sized band of token rows at a
-    time into a reused buffer (two buffers alternate so the previous band's last row stays valid
-    for the vertical distances)."""
+    One streaming pass over the pixels: tokens are copied a cache-sized band of token rows at a
+    time into a reused contiguous buffer (two buffers alternate so the previous band's last row
+    stays valid for the vertical distances); every later operation then runs in cache.
+
+    ``exact`` (threshold 0) only asks "identical or not": distances are 0 (bit-identical
+    normalised pixels) or inf, compared 64 bits at a time without de-normalising. Bit-identical
+    inputs de-normalise identically, so every token this prunes has distance 0 as the spec
+    requires; the converse can only fail for values within an ulp of each other, which decoded
+    8/16-bit images never produce, and then the token is kept (never lossy). Finiteness is checked
+    per band (a sum is finite iff no NaN/inf, barring overflow, which falls back to an exact check).
+    """
     gh, gw, dim = src.gh, src.gw, src.d
     device = src.frames.device
     h = torch.full((gh, gw), math.inf, dtype=torch.float32, device=device)
     v = torch.full((gh, gw), math.inf, dtype=torch.float32, device=device)
     rows = max(1, min(gh, _CHUNK_ELEMENTS // max(1, gw * dim)))
-    bufs = [torch.empty(rows * gw * dim, dtype=torch.float32, device=device) for _ in range(2)]
-    diff = torch.empty(rows * gw * dim, dtype=torch.float32, device=device)
+    dtype = src.frames.dtype if exact else torch.float32
+    bufs = [torch.empty(rows * gw * dim, dtype=dtype, device=device) for _ in range(2)]
+    scratch = torch.empty(rows * gw * dim, dtype=torch.float32, device=device)
+    as_words = exact and (dim * src.frames.element_size()) % 8 == 0
     prev_last: torch.Tensor | None = None
+
+    def pair(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if not exact:
+            return _distance_into(a, b, metric, scratch)
+        return torch.where(torch.eq(a, b).all(dim=-1), 0.0, math.inf)
+
     for i, r0 in enumerate(range(0, gh, rows)):
         r1 = min(gh, r0 + rows)
-        band = src.range(r0 * gw, r1 * gw, out=bufs[i % 2]).view(r1 - r0, gw, dim)
+        if exact:
+            band = src.range_raw(r0 * gw, r1 * gw, out=bufs[i % 2])
+            if not math.isfinite(float(band.sum(dtype=torch.float32))):
+                src.assert_finite(-1)
+            if as_words:
+                band = band.view(torch.int64)
+            band = band.view(r1 - r0, gw, -1)
+        else:
+            band = src.range(r0 * gw, r1 * gw, out=bufs[i % 2]).view(r1 - r0, gw, dim)
         if gw > 1:
-            h[r0:r1, 1:] = _distance_into(band[:, 1:], band[:, :-1], metric, diff)
+            h[r0:r1, 1:] = pair(band[:, 1:], band[:, :-1])
         if r1 - r0 > 1:
-            v[r0 + 1 : r1] = _distance_into(band[1:], band[:-1], metric, diff)
+            v[r0 + 1 : r1] = pair(band[1:], band[:-1])
         if prev_last is not None:
-            v[r0] = _distance_into(band[0], prev_last, metric, diff)
+            v[r0] = pair(band[0], prev_last)
         prev_last = band[-1]
     return h, v
 
@@ -371,13 +403,19 @@ def select_image(
     if src.n == 1:
         src.assert_finite(index)
         return torch.ones(1, dtype=torch.bool)
-    h, v = _neighbour_distances(src, metric)
+    exact = threshold == 0
+    try:
+        h, v = _neighbour_distances(src, metric, exact=exact)
+    except ValueError:
+        src.assert_finite(index)  # re-raise naming the image
+        raise
     h_np, v_np = h.cpu().numpy(), v.cpu().numpy()
-    # Every token is in at least one neighbour pair and NaN/inf propagate into its distance, so
-    # finite distances prove finite pixels without another pass; else check (overflow is legal).
-    defined = np.concatenate([h_np[:, 1:].reshape(-1), v_np[1:].reshape(-1)])
-    if not np.isfinite(defined).all():
-        src.assert_finite(index)
+    if not exact:
+        # Every token is in a neighbour pair and NaN/inf propagate into its distance, so finite
+        # distances prove finite pixels without another pass; else check (overflow is legal).
+        defined = np.concatenate([h_np[:, 1:].reshape(-1), v_np[1:].reshape(-1)])
+        if not np.isfinite(defined).all():
+            src.assert_finite(index)
     is_anchored = threshold > 0 if anchored is None else bool(anchored)
     if method == "pred_2d":
         if threshold == 0 or not is_anchored:  # threshold 0: anchored == sliding exactly
