@@ -126,7 +126,7 @@ class PixelPruneModelMixin:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Stock ``get_rope_index``; with ``image_keep_mask``, kept image tokens keep their unpruned
         (t, h, w) positions and text resumes where it would without pruning."""
-        if image_keep_mask is None or image_grid_thw is None:
+        if image_keep_mask is None:
             return super().get_rope_index(
                 input_ids,
                 mm_token_type_ids,

@@ -35,11 +35,11 @@ def document_image(width: int, height: int, seed: int) -> Image.Image:
     """A white page with dark 'words' on a few text lines: blank margins and gaps are redundant."""
     rng = np.random.default_rng(seed)
     page = np.full((height, width, 3), 255, dtype=np.uint8)
-    for top in range(8, height - 16, 24):
-        if rng.random() < 0.35:
+    for top in range(8, int(height * 0.7), 24):  # text in the top 70%, right margin blank
+        if rng.random() < 0.3:
             continue  # a blank line
         x = 8 + int(rng.integers(0, 24))
-        while x < width * 0.7:
+        while x < width * 0.55:
             w = int(rng.integers(6, 30))
             page[top : top + 9, x : x + w] = rng.integers(0, 90, 3, dtype=np.uint8)
             x += w + int(rng.integers(4, 12))
