@@ -169,15 +169,3 @@ def log_pruning_stats(stats: Sequence[ImagePruningStats], settings: PixelPruneSe
             settings.is_anchored,
         )
 
-
-def kept_token_counts(image_keep_mask: Any, image_grid_thw: Any, merge_size: int) -> list[int]:
-    """Kept tokens per image from a flat keep mask (its length must match the grids)."""
-    mask = torch.as_tensor(image_keep_mask)
-    grids = torch.as_tensor(image_grid_thw).reshape(-1, 3)
-    sizes = (grids.prod(dim=1) // merge_size**2).tolist()
-    if mask.numel() != sum(sizes):
-        raise ValueError(
-            f"image_keep_mask has {mask.numel()} entries but image_grid_thw {grids.tolist()} has "
-            f"{sum(sizes)} merged tokens (sum of t*h*w/{merge_size**2})."
-        )
-    return [int(part.sum()) for part in torch.split(mask.reshape(-1).bool(), sizes)]

@@ -25,7 +25,8 @@ import torch
 from transformers import Qwen3VLProcessor
 from transformers.utils import is_torchvision_available
 
-from .processor_pruning import ImagePruningStats, SelectorGeometry, kept_token_counts, prune_image_batch
+from ..modeling.keep_mask import kept_tokens_per_image
+from .processor_pruning import ImagePruningStats, SelectorGeometry, prune_image_batch
 from .settings import KWARG_PREFIX, PixelPruneSettings
 
 logger = logging.getLogger(__name__)
@@ -155,7 +156,9 @@ class PixelPruneQwen3VLProcessor(Qwen3VLProcessor):
         if KEEP_MASK_KEY not in image_inputs:
             return super().replace_image_token(image_inputs, image_idx, **kwargs)
         merge_size = kwargs.get("merge_size") or self.image_processor.merge_size
-        counts = kept_token_counts(image_inputs[KEEP_MASK_KEY], image_inputs["image_grid_thw"], merge_size)
+        counts = kept_tokens_per_image(
+            torch.as_tensor(image_inputs[KEEP_MASK_KEY]), torch.as_tensor(image_inputs["image_grid_thw"]), merge_size
+        )
         return self.image_token * counts[image_idx]
 
     @property
