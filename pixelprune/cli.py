@@ -78,6 +78,11 @@ def build_parser(*, with_exporter: bool = False) -> argparse.ArgumentParser:
             "Preprocess each image as the stock Qwen3-VL image processor does (32x32-pixel tokens), "
             "select the tokens PixelPrune keeps and report them; optionally draw an overlay."
         ),
+        epilog=(
+            "PIXELPRUNE_THRESHOLD, PIXELPRUNE_METRIC, PIXELPRUNE_METHOD and PIXELPRUNE_ANCHORED set "
+            "defaults that the flags override. Exit status: 0 if every image was inspected, 1 if any "
+            "could not be (each gets a one-line error), 2 for invalid arguments."
+        ),
     )
     inspect_images.configure_parser(inspect)
     inspect.set_defaults(handler=lambda args: inspect_images.run(args, inspect), command_parser=inspect)

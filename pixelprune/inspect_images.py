@@ -5,6 +5,13 @@ Each image is preprocessed exactly as the stock Qwen3-VL image processor does by
 tokens to keep. Per image the command reports sizes, the token grid, kept tokens, the estimated
 vision-tower FLOPs saved (:mod:`pixelprune.vit_flops`) and the selector's time, as a readable table
 or as JSON lines, and can draw an overlay picture (:mod:`pixelprune.overlay`).
+
+Why our own preprocessing rather than transformers' processor even when transformers is installed:
+it is bit-identical to transformers' PIL backend (tested), needs neither transformers nor
+torchvision, and gives the same answer on every machine. transformers picks its torchvision backend
+when torchvision is installed, whose resampling differs slightly from PIL's (see
+:mod:`pixelprune.processing.image_preprocessing`); images whose sides are already multiples of
+32 px within the pixel budget are not resampled and are identical under both.
 """
 
 from __future__ import annotations

@@ -16,12 +16,15 @@ checkpoints: ``Qwen2VLImageProcessor`` with ``patch_size=16``, ``merge_size=2``,
 ``tests/test_image_preprocessing.py`` checks exact equality (atol 0) of ``pixel_values`` and
 ``image_grid_thw`` against transformers' PIL backend (``Qwen2VLImageProcessorPil``).
 
-The torchvision backend (``Qwen2VLImageProcessor``, used when torchvision is installed) resizes
-with ``torchvision.transforms.v2.functional.resize`` (bicubic, antialiased) on uint8 tensors, whose
-bicubic kernel and rounding differ from PIL's, so its ``pixel_values`` may differ from this module's
-(and from the PIL backend's) by a few 1/255 steps near edges wherever the image is actually resized;
-grids are identical, and images whose size is already a multiple of 32 (within the pixel budget)
-are not resampled by either backend in a way that changes values.
+The torchvision backend (``Qwen2VLImageProcessor``, which transformers picks when torchvision is
+installed) is not bit-identical to the PIL backend (nor to this module). Measured with transformers 5.24, torch 2.14.1,
+torchvision 0.29.1 on random-noise images: it fuses rescale and normalisation into one float32
+step, so even an image that needs no resize (sides multiples of 32 within the pixel budget) differs
+by float32 rounding (at most 6e-8, on about half of the values); where the image is resized, its
+bicubic resampling differs from PIL's by up to 2/255 on about 1% of the values. Grids are always
+the same, and each uint8 level still maps to one value, so pixel-identical tokens stay identical:
+at threshold 0 the selection on a non-resized image is the same under both backends (on
+``assets/sample_document.png``, which is resized, the kept tokens were also the same).
 
 Only numpy and the standard library are imported at module level (torch is only needed by
 :func:`preprocess_images`); PIL is imported where images are handled, so this module can ship as a
