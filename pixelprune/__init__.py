@@ -3,11 +3,29 @@
 The import package maps the repository's top-level folders: ``pixelprune.processing``
 (selector, settings, processors), ``pixelprune.modeling`` (transformers models),
 ``pixelprune.vllm_model`` (vLLM plugin) and ``pixelprune.hub_configs`` (Hub exporter).
+
+The selector needs only torch and numpy; the processor and model classes below need
+transformers and are imported on first use::
+
+    from pixelprune import PixelPruneQwen3VLProcessor, PixelPruneQwen3VLForConditionalGeneration
 """
+
+from __future__ import annotations
+
+import importlib
 
 from ._version import __version__
 from .processing.selector import keep_mask_from_indices, select_keep_mask, select_tokens
 from .processing.settings import PixelPruneSettings
+
+_LAZY = {
+    "PixelPruneQwen3VLProcessor": "pixelprune.processing.processors",
+    "PixelPruneQwen3_5Processor": "pixelprune.processing.processors",
+    "PixelPruneQwen3VLForConditionalGeneration": "pixelprune.modeling",
+    "PixelPruneQwen3VLMoeForConditionalGeneration": "pixelprune.modeling",
+    "PixelPruneQwen3_5ForConditionalGeneration": "pixelprune.modeling",
+    "PixelPruneQwen3_5MoeForConditionalGeneration": "pixelprune.modeling",
+}
 
 __all__ = [
     "PixelPruneSettings",
@@ -15,4 +33,11 @@ __all__ = [
     "keep_mask_from_indices",
     "select_keep_mask",
     "select_tokens",
+    *sorted(_LAZY),
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'pixelprune' has no attribute {name!r}")
