@@ -136,3 +136,26 @@ def test_sampling_and_num_return_sequences(model, tokenizer):
         **inputs, do_sample=True, temperature=1.5, num_return_sequences=2, max_new_tokens=4, min_new_tokens=4
     )
     assert free.shape == (2, inputs["input_ids"].shape[1] + 4)
+
+
+def test_processor_chat_template_drives_generate(model, tokenizer):
+    """The PixelPrune processor's output (apply_chat_template) equals the inputs these tests build
+    and drives generate; decoding the answer works."""
+    from pixelprune.processing.processors import PixelPruneQwen3VLProcessor
+
+    processor = PixelPruneQwen3VLProcessor.from_pretrained(model.name_or_path)
+    images = [document_image(224, 160, 3), document_image(160, 128, 4)]
+    messages = [{"role": "user", "content": [
+        {"type": "text", "text": "Read "}, {"type": "image", "image": images[0]},
+        {"type": "text", "text": " then "}, {"type": "image", "image": images[1]},
+        {"type": "text", "text": " now."},
+    ]}]
+    inputs = processor.apply_chat_template(
+        messages, tokenize=True, add_generation_prompt=True, return_dict=True, return_tensors="pt"
+    )
+    expected = build_inputs(tokenizer, [prompt_a()])
+    for key in ("input_ids", "image_keep_mask", "pixel_values", "image_grid_thw", "mm_token_type_ids"):
+        assert torch.equal(inputs[key], expected[key]), key
+    generated = model.generate(**inputs, **GREEDY)
+    answer = processor.batch_decode(generated[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert len(answer) == 1 and isinstance(answer[0], str)
