@@ -22,6 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import RESULTS_DIR, load_images, machine_info, open_rgb, print_table, stock_image_processor, write_json  # noqa: E402
 
+import torch  # noqa: E402
+
 import pixelprune  # noqa: E402
 
 THRESHOLDS = [0.0, 0.01, 0.02, 0.05, 0.1]
@@ -117,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="2 images per type, 3 thresholds")
     args = ap.parse_args(argv)
+    torch.set_num_threads(1)  # counts, not timings: one thread wastes nothing on a shared machine
     thresholds = QUICK_THRESHOLDS if args.quick else THRESHOLDS
     records = load_images(args.quick)
     if args.quick:
