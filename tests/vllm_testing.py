@@ -1,0 +1,99 @@
+"""Helpers for the vLLM tests: environment, tiny PixelPrune checkpoints, the transformers side.
+
+The transformers reference runs in another venv (vLLM pins transformers < 5.20): set
+``PIXELPRUNE_HF_PYTHON`` to its interpreter (scripts/test.sh does); tests needing it skip otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+HERE = Path(__file__).parent
+PIXELPRUNE_ARCHITECTURES = {
+    "qwen3_vl": "PixelPruneQwen3VLForConditionalGeneration",
+    "qwen3_vl_moe": "PixelPruneQwen3VLMoeForConditionalGeneration",
+    "qwen3_5": "PixelPruneQwen3_5ForConditionalGeneration",
+    "qwen3_5_moe": "PixelPruneQwen3_5MoeForConditionalGeneration",
+}
+CHAT = "<|im_start|>user\n{images}{text}<|im_end|>\n<|im_start|>assistant\n"
+IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
+
+
+def hf_python() -> str | None:
+    """The transformers-venv interpreter for the reference side, if configured and present."""
+    path = os.environ.get("PIXELPRUNE_HF_PYTHON")
+    return path if path and Path(path).exists() else None
+
+
+def configure_vllm_env(root: Path) -> None:
+    """CPU settings vLLM needs here, with every cache under ``root``."""
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # one process: ~3 s start, not ~17 s
+    for var, sub in (("VLLM_CACHE_ROOT", "vllm"), ("VLLM_RPC_BASE_PATH", "rpc"), ("TORCHINDUCTOR_CACHE_DIR", "inductor")):
+        os.environ.setdefault(var, str(root / sub))
+        Path(os.environ[var]).mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def build_checkpoint(family: str, out_dir: Path) -> Path:
+    """Tiny stock checkpoint, built by the transformers venv when available (its save format)."""
+    python = hf_python() or sys.executable
+    subprocess.run([python, str(HERE / "vllm_hf_reference.py"), "build", family, str(out_dir)], check=True,
+                   capture_output=True)
+    return out_dir
+
+
+def pixelprune_copy(stock_dir: Path, out_dir: Path, family: str, settings: dict | None = None) -> Path:
+    """Copy of a stock checkpoint that names the PixelPrune architecture (what the exporter writes
+    for vLLM) and saves ``settings`` in ``processor_config.json``'s ``pixelprune`` block."""
+    shutil.copytree(stock_dir, out_dir)
+    config = json.loads((out_dir / "config.json").read_text())
+    config["architectures"] = [PIXELPRUNE_ARCHITECTURES[family]]
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2))
+    processor_config = json.loads((out_dir / "processor_config.json").read_text())
+    processor_config["pixelprune"] = settings or {}
+    (out_dir / "processor_config.json").write_text(json.dumps(processor_config, indent=2))
+    return out_dir
+
+
+def hf_generate(checkpoint: Path, family: str, cases: list[dict], max_new_tokens: int, work: Path) -> list[dict]:
+    """Run the transformers PixelPrune classes on ``cases`` (see vllm_hf_reference.py)."""
+    request, result = work / "hf_request.json", work / "hf_result.json"
+    request.write_text(json.dumps({"checkpoint": str(checkpoint), "family": family,
+                                   "max_new_tokens": max_new_tokens, "cases": cases}))
+    proc = subprocess.run([hf_python(), str(HERE / "vllm_hf_reference.py"), "generate", str(request), str(result)],
+                          capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"transformers reference failed:\n{proc.stderr[-4000:]}")
+    return json.loads(result.read_text())
+
+
+def redundant_image(width: int = 160, height: int = 128, seed: int = 0) -> Image.Image:
+    """White page with a few coloured, token-aligned blocks (most tokens prunable at tau = 0)."""
+    rng = np.random.default_rng(seed)
+    img = np.full((height, width, 3), 255, np.uint8)
+    for _ in range(3):
+        y, x = 32 * rng.integers(0, height // 32), 32 * rng.integers(0, width // 32)
+        img[y:y + 32, x:x + 32] = rng.integers(0, 256, size=(32, 32, 3))
+    return Image.fromarray(img)
+
+
+def smooth_image(width: int = 128, height: int = 96) -> Image.Image:
+    """A 2-D gradient: no two tokens identical, neighbours close (a threshold > 0 prunes)."""
+    y, x = np.mgrid[0:height, 0:width]
+    value = (x * 100 // width + y * 100 // height).astype(np.uint8)
+    return Image.fromarray(np.stack([value, value // 2 + 50, 200 - value], axis=-1).astype(np.uint8))
+
+
+def noise_image(width: int = 96, height: int = 64, seed: int = 0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8))
