@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 import torch
 
+from images import document_image, noise_image
+from test_modeling_qwen3_vl_helpers import cache_kwarg, output_cache
 from tiny_models import cached_tiny_checkpoint
 
 transformers = pytest.importorskip("transformers")
@@ -89,25 +91,6 @@ class Family:
 def fam(request, tmp_path_factory) -> Family:
     path = cached_tiny_checkpoint(request.param, tmp_path_factory.mktemp("qwen35_ckpt"))
     return Family(request.param, path)
-
-
-def noise_image(h: int, w: int, seed: int):
-    """Random pixels: no token equals its neighbour, so nothing is pruned at tau = 0."""
-    from PIL import Image
-
-    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8))
-
-
-def document_image(h: int, w: int, seed: int):
-    """White page with coloured 'text lines' and a noisy figure: most tokens are redundant."""
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    page = np.full((h, w, 3), 255, np.uint8)
-    for row in range(4, h - 16, 24):
-        page[row : row + 8, 16 : int(rng.integers(w // 2, w - 16))] = rng.integers(0, 255, (1, 1, 3))
-    page[h // 2 : h // 2 + 32, w // 3 : w // 3 + 40] = rng.integers(0, 255, (32, 40, 3))
-    return Image.fromarray(page)
 
 
 def tokens_per_image(grid: torch.Tensor, merge: int) -> list[int]:
@@ -228,11 +211,11 @@ def assert_cache_equal(ours_cache, ref_cache) -> None:
     assert len(ours_cache.layers) == len(ref_cache.layers)
     for i, (a, b) in enumerate(zip(ours_cache.layers, ref_cache.layers)):
         assert type(a) is type(b)
-        if hasattr(a, "recurrent_states"):
-            torch.testing.assert_close(ours_cache.get_conv_state(i), ref_cache.get_conv_state(i), atol=ATOL, rtol=RTOL)
-            torch.testing.assert_close(
-                ours_cache.get_recurrent_state(i), ref_cache.get_recurrent_state(i), atol=ATOL, rtol=RTOL
-            )
+        if hasattr(a, "recurrent_states"):  # LinearAttentionLayer (same fields in 5.20 and 5.24)
+            assert a.conv_states.keys() == b.conv_states.keys()
+            for k in a.conv_states:
+                torch.testing.assert_close(a.conv_states[k], b.conv_states[k], atol=ATOL, rtol=RTOL)
+                torch.testing.assert_close(a.recurrent_states[k], b.recurrent_states[k], atol=ATOL, rtol=RTOL)
         else:
             torch.testing.assert_close(a.keys, b.keys, atol=ATOL, rtol=RTOL)
             torch.testing.assert_close(a.values, b.values, atol=ATOL, rtol=RTOL)
@@ -242,7 +225,7 @@ DOC_PROMPT = [TEXT_A, 0, TEXT_B, 1, TEXT_C]  # text, image, text, image, text
 
 
 def doc_images():
-    return [document_image(128, 192, 0), document_image(96, 128, 1)]
+    return [document_image(192, 128, seed=0), document_image(128, 96, seed=1)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -275,7 +258,7 @@ def test_document_images_are_pruned(fam):
 @torch.no_grad()
 def test_identity_on_noise_images_prefill_and_generate(fam):
     """Nothing prunable: logits bit-identical to the stock class, prefill and 8 generated tokens."""
-    images = [noise_image(96, 128, 3), noise_image(64, 96, 4)]
+    images = [noise_image(128, 96, seed=3), noise_image(96, 64, seed=4)]
     ours_in = model_inputs(fam, DOC_PROMPT, images)
     stock_in = model_inputs(fam, DOC_PROMPT, images, prune=False)
     assert bool(ours_in["image_keep_mask"].all())
@@ -325,7 +308,7 @@ def test_pruned_prefill_equals_shorter_sequence_oracle(fam):
     ref = shorter_sequence_oracle(fam, DOC_PROMPT, doc_images(), use_cache=True)
     assert ours.logits.shape == ref.logits.shape
     torch.testing.assert_close(ours.logits, ref.logits, atol=ATOL, rtol=RTOL)
-    assert_cache_equal(ours.cache, ref.cache)
+    assert_cache_equal(output_cache(ours), output_cache(ref))
 
 
 @torch.no_grad()
@@ -353,7 +336,7 @@ def test_manual_cached_decode_loop_without_position_ids(fam):
     inputs = model_inputs(fam, DOC_PROMPT, doc_images())
     out = fam.ours(**inputs, use_cache=True)
     ref = shorter_sequence_oracle(fam, DOC_PROMPT, doc_images(), use_cache=True)
-    cache, ref_cache = out.cache, ref.cache
+    cache, ref_cache = output_cache(out), output_cache(ref)
     _, grid, keep = fam.images(doc_images())
     full_ids, full_types, _ = build_sequence(fam, DOC_PROMPT, grid, keep, prune=False)
     _, full_delta = fam.stock.model.get_rope_index(full_ids, full_types, image_grid_thw=grid)
@@ -362,11 +345,11 @@ def test_manual_cached_decode_loop_without_position_ids(fam):
     # No attention_mask: stock transformers 5.24 cannot decode manually with one either (it builds
     # positions for the whole mask length); this is the `cache_length + rope_deltas` path.
     for step in range(4):
-        out = fam.ours(input_ids=token, cache=cache, use_cache=True)
+        out = fam.ours(input_ids=token, use_cache=True, **{cache_kwarg(fam.ours): cache})
         pos = torch.full((3, 1, 1), next_pos + step)
-        ref = fam.stock(input_ids=token, position_ids=pos, cache=ref_cache, use_cache=True)
+        ref = fam.stock(input_ids=token, position_ids=pos, use_cache=True, **{cache_kwarg(fam.stock): ref_cache})
         torch.testing.assert_close(out.logits, ref.logits, atol=ATOL, rtol=RTOL)
-        cache, ref_cache = out.cache, ref.cache
+        cache, ref_cache = output_cache(out), output_cache(ref)
         token = out.logits[:, -1:].argmax(-1)
     assert_cache_equal(cache, ref_cache)
 
@@ -377,13 +360,14 @@ def test_left_padded_batch_equals_single(fam):
     padding exactly as it does for stock batches."""
     prompts = [
         (DOC_PROMPT, doc_images()),
-        ([TEXT_C, 0, TEXT_A], [document_image(160, 96, 7)]),
+        ([TEXT_C, 0, TEXT_A], [document_image(96, 160, seed=7)]),
     ]
     singles = [model_inputs(fam, seg, imgs) for seg, imgs in prompts]
     assert singles[0]["input_ids"].shape[1] != singles[1]["input_ids"].shape[1]
     batch = left_pad_batch(fam, singles)
     kw = dict(max_new_tokens=N_NEW, min_new_tokens=N_NEW, do_sample=False, output_scores=True, return_dict_in_generate=True)
     g_batch = fam.ours.generate(**batch, **kw)
+    logits_batch = fam.ours(**batch).logits
     length = batch["input_ids"].shape[1]
     for row, single in enumerate(singles):
         g = fam.ours.generate(**single, **kw)
@@ -391,8 +375,22 @@ def test_left_padded_batch_equals_single(fam):
         assert torch.equal(g_batch.sequences[row, length:], g.sequences[0, n:])
         for sb, ss in zip(g_batch.scores, g.scores):
             torch.testing.assert_close(sb[row], ss[0], atol=ATOL, rtol=RTOL)
-        logits_batch = fam.ours(**batch).logits[row, length - n :]
-        torch.testing.assert_close(logits_batch, fam.ours(**single).logits[0], atol=ATOL, rtol=RTOL)
+        torch.testing.assert_close(logits_batch[row, length - n :], fam.ours(**single).logits[0], atol=ATOL, rtol=RTOL)
+
+
+def beam_score_and_recomputed(model, inputs: dict, n_new: int) -> tuple[float, float]:
+    """Top beam's score (length_penalty 0: summed log-probs) and the same sum recomputed without cache."""
+    beams = model.generate(
+        **inputs, max_new_tokens=n_new, min_new_tokens=n_new, num_beams=3, num_return_sequences=2, do_sample=False,
+        length_penalty=0.0, output_scores=True, return_dict_in_generate=True,
+    )
+    n = inputs["input_ids"].shape[1]
+    assert beams.sequences.shape == (2, n + n_new)
+    seq = beams.sequences[:1]
+    full = dict(inputs, input_ids=seq, attention_mask=torch.ones_like(seq))
+    full["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros(1, n_new, dtype=torch.int32)], 1)
+    logprobs = model(**full).logits[0, n - 1 : -1].log_softmax(-1)
+    return float(beams.sequences_scores[0]), float(logprobs.gather(-1, seq[0, n:, None]).sum())
 
 
 @torch.no_grad()
@@ -400,22 +398,17 @@ def test_beam_search_and_num_return_sequences(fam):
     """Beams reorder the hybrid cache (conv + recurrent states) and expand image features by
     counting placeholders: both must stay consistent with the pruned counts."""
     inputs = model_inputs(fam, DOC_PROMPT, doc_images())
-    beams = fam.ours.generate(
-        **inputs, max_new_tokens=4, min_new_tokens=4, num_beams=3, num_return_sequences=2, do_sample=False,
-        length_penalty=0.0, output_scores=True, return_dict_in_generate=True,
-    )
-    assert beams.sequences.shape == (2, inputs["input_ids"].shape[1] + 4)
-    # The top beam's score is the shorter-sequence model's log-probability of that continuation.
-    seq = beams.sequences[:1]
-    full = dict(inputs, input_ids=seq, attention_mask=torch.ones_like(seq))
-    full["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros(1, 4, dtype=torch.int32)], 1)
-    n = inputs["input_ids"].shape[1]
-    logprobs = fam.ours(**full).logits[0, n - 1 : -1].log_softmax(-1)
-    total = logprobs.gather(-1, seq[0, n:, None]).sum()
-    torch.testing.assert_close(beams.sequences_scores[0], total, atol=1e-4, rtol=0)
     torch.manual_seed(0)
     sampled = fam.ours.generate(**inputs, max_new_tokens=4, do_sample=True, num_return_sequences=3)
-    assert sampled.shape[0] == 3
+    assert sampled.shape == (3, inputs["input_ids"].shape[1] + 4)
+    score, recomputed = beam_score_and_recomputed(fam.ours, inputs, 4)
+    # The top beam's score must be the model's log-probability of that continuation, wherever the
+    # stock class manages that for the same (unpruned) prompt: transformers 5.20's beam search is
+    # not self-consistent with the hybrid cache even in the stock class.
+    stock_score, stock_recomputed = beam_score_and_recomputed(fam.stock, model_inputs(fam, DOC_PROMPT, doc_images(), prune=False), 4)
+    if abs(stock_score - stock_recomputed) > 1e-4:
+        pytest.skip(f"stock {fam.stock_cls.__name__} beam scores are not self-consistent on transformers {transformers.__version__}")
+    assert abs(score - recomputed) < 1e-4
 
 
 def test_labels_loss_and_backward(fam):
@@ -458,3 +451,43 @@ def test_mismatched_keep_mask_raises(fam):
     flipped[int((~keep).nonzero()[0])] = True  # one more kept token than placeholders
     with pytest.raises(ValueError):
         fam.ours(**dict(inputs, image_keep_mask=flipped))
+
+
+@torch.no_grad()
+def test_end_to_end_with_processor_and_chat_template(fam):
+    """The user path: PixelPrune processor + chat template + generate on a stock checkpoint. Fewer
+    image tokens than stock; every text token keeps its unpruned position; decoding runs."""
+    from pixelprune.processing.processors import PixelPruneQwen3_5Processor
+
+    processor = PixelPruneQwen3_5Processor.from_pretrained(fam.path)
+    conversation = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image", "image": document_image(192, 128, seed=0)},
+                {"type": "text", "text": "What is written in the document?"},
+                {"type": "image", "image": document_image(128, 96, seed=1)},
+            ],
+        }
+    ]
+    kw = dict(add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt")
+    inputs = processor.apply_chat_template(conversation, **kw)
+    full = processor.apply_chat_template(conversation, pixelprune_enabled=False, **kw)
+    assert "image_keep_mask" not in full
+    keep = inputs["image_keep_mask"]
+    is_image = inputs["input_ids"] == fam.image_token_id
+    full_is_image = full["input_ids"] == fam.image_token_id
+    assert int(is_image.sum()) == int(keep.sum()) < int(full_is_image.sum()) == keep.numel()
+
+    pos, delta = fam.ours.model.get_rope_index(
+        inputs["input_ids"], inputs["mm_token_type_ids"], image_grid_thw=inputs["image_grid_thw"], image_keep_mask=keep
+    )
+    full_pos, full_delta = fam.stock.model.get_rope_index(
+        full["input_ids"], full["mm_token_type_ids"], image_grid_thw=full["image_grid_thw"]
+    )
+    assert torch.equal(pos[:, ~is_image], full_pos[:, ~full_is_image])
+    assert torch.equal(pos[:, is_image], full_pos[:, full_is_image][:, keep])
+    assert int(delta) + inputs["input_ids"].shape[1] == int(full_delta) + full["input_ids"].shape[1]
+
+    out = fam.ours.generate(**inputs, max_new_tokens=N_NEW, min_new_tokens=N_NEW, do_sample=False)
+    assert out.shape == (1, inputs["input_ids"].shape[1] + N_NEW)
