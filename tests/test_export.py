@@ -1,0 +1,397 @@
+"""``pixelprune export``: repo layout, generated remote code, idempotency, OUT/BASE safety, model card,
+bad BASE errors, Hub download/upload code paths (mocked) and the CLI. Loading the exported repos with
+trust_remote_code is tested in ``test_export_remote.py``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from images import document_image
+from tiny_models import ARCHITECTURES, tiny_checkpoint  # noqa: F401 - fixture
+
+from pixelprune.cli import main
+from pixelprune.hub_configs import exporter, remote_code
+from pixelprune.hub_configs.exporter import MARKER, ExportError, export
+from pixelprune.hub_configs.families import load_families
+from pixelprune.hub_configs.remote_code import RemoteCodeError, flatten_modules, import_violations
+from pixelprune.processing.settings import PixelPruneSettings
+
+FAMILY = "qwen3_vl"
+
+
+def tree(folder: Path) -> dict[str, tuple[str, str | None]]:
+    """name -> (sha256 of the content, symlink target or None), for every entry of ``folder``."""
+    return {
+        p.name: (hashlib.sha256(p.read_bytes()).hexdigest(), os.readlink(p) if p.is_symlink() else None)
+        for p in sorted(folder.iterdir())
+    }
+
+
+def full_tree(folder: Path) -> dict[str, tuple[str, int]]:
+    """name -> (sha256, mtime_ns), to prove BASE is never modified."""
+    return {p.name: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns) for p in sorted(folder.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def sample_image(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("export_sample") / "page.png"
+    document_image(256, 192, aligned=False).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def base(tiny_checkpoint, tmp_path_factory) -> Path:  # noqa: F811
+    """A writable copy of the tiny Qwen3-VL checkpoint with a base model card carrying a license."""
+    path = tmp_path_factory.mktemp("export_base") / "Qwen3-VL-Tiny"
+    shutil.copytree(tiny_checkpoint(FAMILY), path)
+    (path / "README.md").write_text("---\nlicense: apache-2.0\npipeline_tag: image-text-to-text\n---\n# base\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def exported(base, sample_image, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("export_out") / "repo"
+    export(base, out, sample_images=[sample_image], base_model="Qwen/Qwen3-VL-Tiny")
+    return out
+
+
+def test_config_keeps_model_type_and_names_our_classes(base, exported):
+    family = load_families()[FAMILY]
+    config, base_config = (json.loads((p / "config.json").read_text()) for p in (exported, base))
+    assert config["model_type"] == base_config["model_type"] == FAMILY
+    assert config["architectures"] == ["PixelPruneQwen3VLForConditionalGeneration"]
+    assert config["auto_map"] == {
+        "AutoModel": "qwen3_vl.PixelPruneQwen3VLModel",
+        "AutoModelForImageTextToText": "qwen3_vl.PixelPruneQwen3VLForConditionalGeneration",
+        "AutoModelForMultimodalLM": "qwen3_vl.PixelPruneQwen3VLForConditionalGeneration",
+    }
+    assert family.auto_map == config["auto_map"]
+    # Everything else is the base config, untouched.
+    rest = {k: v for k, v in config.items() if k not in ("architectures", "auto_map")}
+    assert rest == {k: v for k, v in base_config.items() if k != "architectures"}
+    # Every class the auto_map names exists in the generated file it points to.
+    for target in config["auto_map"].values():
+        module, cls = target.split(".")
+        assert f"\nclass {cls}(" in (exported / f"{module}.py").read_text()
+
+
+def test_processor_config_carries_class_auto_map_and_settings(exported):
+    processor = json.loads((exported / "processor_config.json").read_text())
+    assert processor["processor_class"] == "PixelPruneQwen3VLProcessor"
+    assert processor["auto_map"] == {"AutoProcessor": "processors.PixelPruneQwen3VLProcessor"}
+    assert PixelPruneSettings.from_dict(processor["pixelprune"]) == PixelPruneSettings()
+    for name in ("preprocessor_config.json", "video_preprocessor_config.json"):
+        assert json.loads((exported / name).read_text())["processor_class"] == "PixelPruneQwen3VLProcessor"
+
+
+def test_tokenizer_chat_template_generation_config_copied_and_weights_linked(base, exported):
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"):
+        assert (exported / name).read_bytes() == (base / name).read_bytes(), name
+        assert not (exported / name).is_symlink()
+    weights = exported / "model.safetensors"
+    assert weights.is_symlink() and weights.resolve() == (base / "model.safetensors").resolve()
+    assert not list(exported.glob("*.py")) or all(p.name in _expected_remote_files() for p in exported.glob("*.py"))
+
+
+def _expected_remote_files() -> set[str]:
+    return {
+        "qwen3_vl.py", "transformers_compat.py", "pixelprune_mixin.py", "keep_mask.py", "pruned_rope.py",
+        "pruned_vision.py", "processors.py", "processor_pruning.py", "selector.py", "settings.py",
+    }
+
+
+def test_remote_files_are_the_package_sources_with_flat_imports(exported):
+    files = flatten_modules(["modeling/qwen3_vl.py", "processing/processors.py"])
+    assert {f.name for f in files} == _expected_remote_files() == {p.name for p in exported.glob("*.py")}
+    siblings = {Path(f.name).stem for f in files}
+    for generated in files:
+        written = (exported / generated.name).read_text()
+        source = remote_code.package_source(generated.source.removeprefix("pixelprune/")).read_text()
+        banner, _, body = written.partition("\n")
+        assert banner.startswith("# Generated by `pixelprune export`") and generated.source in banner
+        # Only the relative import headers differ from the package source.
+        for line_out, line_src in zip(body.splitlines(), source.splitlines(), strict=True):
+            if line_out != line_src:
+                assert line_src.lstrip().startswith("from ..") and line_out.lstrip().startswith("from .")
+        assert "from .." not in body
+        assert import_violations(body, generated.name, siblings) == []
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("import os\nimport torch\nfrom transformers import AutoConfig\nimport numpy as np\n", []),
+        ("try:\n    import PIL\nexcept ImportError:\n    PIL = None\n", []),
+        ("from .settings import X\n", []),
+        ("import PIL\n", ["imports 'PIL'"]),
+        ("def f():\n    import yaml\n", ["imports 'yaml'"]),  # transformers checks function-level imports too
+        ("from pixelprune.processing import selector\n", ["imports 'pixelprune.processing'"]),
+        ("from ..processing.selector import X\n", ["relative import ..processing.selector"]),
+        ("from .unknown import X\n", ["relative import .unknown"]),
+    ],
+)
+def test_import_check(source, expected):
+    problems = import_violations(source, "m.py", {"settings"})
+    assert len(problems) == len(expected)
+    for problem, text in zip(problems, expected):
+        assert text in problem and problem.startswith("m.py:")
+
+
+def test_export_fails_when_a_package_module_breaks_the_remote_code_rules(base, tmp_path, monkeypatch):
+    real = remote_code.package_source
+
+    def patched(module_path: str) -> Path:
+        if module_path == "processing/settings.py":
+            bad = tmp_path / "settings.py"
+            bad.write_text(real(module_path).read_text() + "\nimport PIL.Image\n")
+            return bad
+        return real(module_path)
+
+    monkeypatch.setattr(remote_code, "package_source", patched)
+    with pytest.raises(RemoteCodeError, match=r"settings\.py:\d+: imports 'PIL\.Image'"):
+        flatten_modules(["processing/processors.py"])
+    with pytest.raises(ExportError, match="would not load with only transformers installed"):
+        export(base, tmp_path / "out", sample_images=[])
+    assert not (tmp_path / "out").exists()  # nothing written before the check
+
+
+def test_reexport_is_idempotent_and_base_untouched(base, sample_image, tmp_path):
+    before = full_tree(base)
+    out = tmp_path / "repo"
+    export(base, out, sample_images=[sample_image])
+    first = tree(out)
+    export(base, out, sample_images=[sample_image])
+    assert tree(out) == first
+    # A re-export with other options replaces exactly what the previous one wrote.
+    export(base, out, sample_images=[sample_image], weights="copy", settings=PixelPruneSettings(threshold=0.05))
+    second = tree(out)
+    assert second.keys() == first.keys() and not (out / "model.safetensors").is_symlink()
+    assert second["model.safetensors"][0] == first["model.safetensors"][0]
+    assert json.loads((out / "processor_config.json").read_text())["pixelprune"]["threshold"] == 0.05
+    assert full_tree(base) == before
+
+
+def test_refuses_foreign_non_empty_out_unless_force(base, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    (out / "config.json").write_text("{}")
+    with pytest.raises(ExportError, match="not empty and was not written by pixelprune export.*--force"):
+        export(base, out, sample_images=[])
+    assert (out / "config.json").read_text() == "{}"
+    export(base, out, sample_images=[], force=True)
+    assert (out / "notes.txt").read_text() == "keep me"
+    assert json.loads((out / "config.json").read_text())["auto_map"]
+    export(base, out, sample_images=[])  # now ours: no --force needed
+
+
+@pytest.mark.parametrize("where", ["same", "inside"])
+def test_refuses_out_that_would_touch_base(base, where):
+    out = base if where == "same" else base / "pixelprune"
+    before = full_tree(base)
+    with pytest.raises(ExportError, match="must not be BASE"):
+        export(base, out, sample_images=[])
+    assert full_tree(base) == before
+
+
+def test_copy_weights_preserves_sharded_index(tiny_checkpoint, tmp_path):  # noqa: F811
+    from transformers import Qwen3VLForConditionalGeneration
+
+    base = tmp_path / "sharded"
+    shutil.copytree(tiny_checkpoint(FAMILY), base, ignore=shutil.ignore_patterns("model.safetensors"))
+    Qwen3VLForConditionalGeneration.from_pretrained(tiny_checkpoint(FAMILY)).save_pretrained(base, max_shard_size="1MB")
+    shards = sorted(p.name for p in base.glob("model-*.safetensors"))
+    assert len(shards) > 1 and (base / "model.safetensors.index.json").is_file()
+    out = tmp_path / "out"
+    result = export(base, out, weights="copy", sample_images=[])
+    assert result.weights_mode == "copy"
+    for name in [*shards, "model.safetensors.index.json"]:
+        assert not (out / name).is_symlink() and (out / name).read_bytes() == (base / name).read_bytes()
+    loaded = Qwen3VLForConditionalGeneration.from_pretrained(out)
+    reference = Qwen3VLForConditionalGeneration.from_pretrained(base)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), reference.state_dict().values()))
+
+
+def _bad_bases(base: Path, root: Path) -> dict[str, tuple[Path | str, str]]:
+    empty = root / "empty"
+    empty.mkdir(parents=True)
+    llama = root / "llama"
+    shutil.copytree(base, llama)
+    (llama / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    no_weights = root / "no_weights"
+    shutil.copytree(base, no_weights, ignore=shutil.ignore_patterns("*.safetensors"))
+    lost_shard = root / "lost_shard"
+    shutil.copytree(base, lost_shard)
+    (lost_shard / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "model-00002.safetensors"}}))
+    broken = root / "broken"
+    shutil.copytree(base, broken)
+    (broken / "config.json").write_text("{not json")
+    no_tokenizer = root / "no_tokenizer"
+    shutil.copytree(base, no_tokenizer, ignore=shutil.ignore_patterns("tokenizer*", "vocab.json"))
+    return {
+        "missing config": (empty, "has no config.json: it is not a transformers checkpoint folder"),
+        "unsupported model type": (
+            llama, "model_type 'llama' is not supported by PixelPrune; supported: qwen3_5 (Qwen3.5), "
+            "qwen3_5_moe (Qwen3.5-MoE), qwen3_vl (Qwen3-VL), qwen3_vl_moe (Qwen3-VL-MoE)."
+        ),
+        "missing weights": (no_weights, "has no weights: expected model.safetensors"),
+        "missing shard": (lost_shard, "names shard(s) missing from BASE: model-00002.safetensors"),
+        "invalid config": (broken, "config.json is not readable JSON"),
+        "missing tokenizer": (no_tokenizer, "has no tokenizer"),
+        "not a folder nor a hub id": ("./does/not/exist", "no such folder, and it is not a Hub model id"),
+        "a file": (base / "config.json", "is a file; pass a checkpoint folder or a Hub model id"),
+    }
+
+
+def test_bad_base_gives_one_clear_error(base, tmp_path, capsys):
+    for case, (bad, message) in _bad_bases(base, tmp_path / "bad").items():
+        out = tmp_path / "out" / case.replace(" ", "_")
+        with pytest.raises(ExportError) as info:
+            export(bad, out, sample_images=[])
+        assert message in str(info.value), case
+        assert not out.exists(), case
+        capsys.readouterr()
+        assert main(["export", str(bad), str(out)]) == 1, case
+        captured = capsys.readouterr()
+        lines = captured.err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("pixelprune export: error: ") and message in lines[0], case
+
+
+def test_model_card_metadata_parses(exported):
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(exported / "README.md")
+    data = card.data.to_dict()
+    assert data["license"] == "apache-2.0"  # from the base's card
+    assert data["base_model"] == "Qwen/Qwen3-VL-Tiny"
+    assert data["library_name"] == "transformers"
+    assert data["pipeline_tag"] == "image-text-to-text"
+    assert {"pixelprune", FAMILY}.issubset(data["tags"])
+    text = card.text
+    assert "https://huggingface.co/Qwen/Qwen3-VL-Tiny" in text
+    assert "trust_remote_code=True" in text and "vllm serve" in text and "mm_processor_kwargs" in text
+    assert "pixelprune_threshold=" in text and "PIXELPRUNE_THRESHOLD" in text
+    assert "$" not in text.replace("$ ", "")  # every template placeholder was filled
+
+
+def test_card_retention_matches_stock_processor_and_selector(base, exported, sample_image):
+    """Oracle: the stock image processor of BASE + the shared selector give the card's numbers."""
+    from PIL import Image
+    from transformers import AutoImageProcessor
+
+    from pixelprune import select_tokens
+
+    processor = AutoImageProcessor.from_pretrained(base)
+    processed = processor(images=[Image.open(sample_image).convert("RGB")], return_tensors="pt")
+    grid = processed["image_grid_thw"]
+    kept = select_tokens(
+        processed["pixel_values"], grid, merge_size=processor.merge_size, patch_size=processor.patch_size,
+        temporal_patch_size=processor.temporal_patch_size, image_mean=processor.image_mean, image_std=processor.image_std,
+    )[0].numel()
+    total = int(grid.prod()) // processor.merge_size**2
+    assert 0 < kept < total
+    row = f"| {sample_image.name} | {int(grid[0, 2]) * 16} x {int(grid[0, 1]) * 16} | threshold 0 (lossless) | {total} | {kept} | {kept / total:.1%} |"
+    assert row in (exported / "README.md").read_text()
+
+
+def test_default_sample_images_are_measured(base, tmp_path):
+    result = export(base, tmp_path / "repo", settings=PixelPruneSettings(threshold=0.02))
+    names = [row.image for row in next(iter(result.retention.values()))]
+    assert names == ["sample_document.png", "sample_screenshot.png"]
+    assert list(result.retention) == ["threshold 0.02 (max, anchored)", "threshold 0 (lossless)"]
+    # A positive threshold never keeps more than the lossless setting.
+    for strict, lossless in zip(*result.retention.values()):
+        assert strict.tokens == lossless.tokens and strict.kept <= lossless.kept < lossless.tokens
+
+
+def test_hub_id_base_is_downloaded_with_snapshot_download(base, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    calls = []
+
+    def fake_snapshot_download(repo_id: str, **kwargs):
+        calls.append((repo_id, kwargs))
+        return str(base)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    out = tmp_path / "repo"
+    export("Qwen/Qwen3-VL-2B-Instruct", out, sample_images=[])
+    assert calls == [("Qwen/Qwen3-VL-2B-Instruct", {"repo_type": "model"})]
+    from huggingface_hub import ModelCard
+
+    assert ModelCard.load(out / "README.md").data.base_model == "Qwen/Qwen3-VL-2B-Instruct"
+
+    def failing(repo_id: str, **kwargs):
+        raise OSError("offline")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", failing)
+    with pytest.raises(ExportError, match="'Qwen/Nope'.*downloading it from the Hub failed: offline"):
+        export("Qwen/Nope", tmp_path / "nope", sample_images=[])
+
+
+def test_push_to_hub_creates_repo_and_uploads_without_marker(base, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    calls = []
+
+    class FakeApi:
+        def create_repo(self, repo_id, **kwargs):
+            calls.append(("create_repo", repo_id, kwargs))
+            return f"https://huggingface.co/{repo_id}"
+
+        def upload_folder(self, **kwargs):
+            calls.append(("upload_folder", kwargs))
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    out = tmp_path / "repo"
+    assert main(["export", str(base), str(out), "--push-to-hub", "me/tiny-pixelprune", "--private"]) == 0
+    (create, repo_id, create_kwargs), (upload, upload_kwargs) = calls
+    assert (create, repo_id, create_kwargs["private"], create_kwargs["exist_ok"]) == ("create_repo", "me/tiny-pixelprune", True, True)
+    assert upload == "upload_folder" and upload_kwargs["folder_path"] == str(out)
+    assert upload_kwargs["repo_id"] == "me/tiny-pixelprune" and MARKER in upload_kwargs["ignore_patterns"]
+    # The card's snippets use the repo id.
+    assert 'from_pretrained("me/tiny-pixelprune", trust_remote_code=True' in (out / "README.md").read_text()
+
+
+def test_cli_export_settings_and_usage_errors(base, tmp_path, capsys):
+    out = tmp_path / "repo"
+    assert main(["export", str(base), str(out), "--threshold", "0.02", "--metric", "mae", "--method", "raster",
+                 "--copy-weights", "--sample-images", str(base / "config.json")]) == 0
+    settings = json.loads((out / "processor_config.json").read_text())["pixelprune"]
+    assert PixelPruneSettings.from_dict(settings) == PixelPruneSettings(threshold=0.02, metric="mae", method="raster")
+    assert not (out / "model.safetensors").is_symlink()
+    stdout = capsys.readouterr().out
+    assert "Exported Qwen3-VL (qwen3_vl)" in stdout and "weights copied" in stdout
+    assert main(["export", str(base), str(tmp_path / "x"), "--private"]) == 2
+    assert "--private only applies with --push-to-hub" in capsys.readouterr().err
+    assert main(["export", str(base), str(tmp_path / "x"), "--metric", "cosine"]) == 2
+    assert "Unknown PixelPrune metric 'cosine'" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("family", ["qwen3_vl_moe", "qwen3_5", "qwen3_5_moe"])
+def test_other_families_use_their_templates(family, tiny_checkpoint, tmp_path):  # noqa: F811
+    out = tmp_path / family
+    result = export(tiny_checkpoint(family), out, sample_images=[])
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == family and config["architectures"] == [result.family.architecture]
+    assert result.family.stock_architecture == ARCHITECTURES[family]
+    assert (out / f"{family}.py").is_file() and (out / "processors.py").is_file()
+    processor = json.loads((out / "processor_config.json").read_text())
+    assert processor["auto_map"]["AutoProcessor"] == f"processors.{result.family.processor_class}"
+
+
+def test_exporter_module_has_no_optional_imports_at_top_level():
+    """``pixelprune export --help`` must work without huggingface_hub/tqdm: those load lazily."""
+    source = Path(exporter.__file__).read_text()
+    top = [line for line in source.splitlines() if line.startswith(("import ", "from "))]
+    assert not [line for line in top if "huggingface_hub" in line or "tqdm" in line], top
+    assert sys.modules["pixelprune.hub_configs.exporter"] is exporter
