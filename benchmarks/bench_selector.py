@@ -91,6 +91,7 @@ def bench_image(rec: dict, proc, repeats: int, reference, ref_modes: list[str], 
             row[f"{mode}_profile"] = top_functions(lambda: pixelprune.select_tokens(pv, grid, **kw))
     row["retention_t0"] = row["t0_kept"] / tokens
     row["t0_share_of_processor"] = row["t0_us"] / row["processor_us"]
+    row["t0_cpu_share_of_processor"] = row["t0_cpu_us"] / row["processor_cpu_us"]
     return row
 
 
@@ -101,7 +102,7 @@ def summarise(rows: list[dict]) -> list[dict]:
     out = []
     keys = ["tokens", "retention_t0", "t0_us", "t0_cpu_us", "anchored_us", "anchored_cpu_us", "sliding_us",
             "ref_t0_us", "ref_t0_speedup", "processor_cpu_us", "ref_anchored_us", "ref_anchored_speedup", "processor_us",
-            "t0_share_of_processor"]
+            "t0_share_of_processor", "t0_cpu_share_of_processor"]
     for (kind, res), rs in groups.items():
         s = dict(type=kind, resolution=res, images=len(rs))
         for k in keys:
@@ -120,6 +121,7 @@ COLUMNS = [
     ("anchored_cpu_us", "anch CPU us/tok", ".2f"), ("ref_t0_us", "naive t0 us/tok", ".0f"),
     ("ref_t0_speedup", "naive/t0", ".0f"), ("ref_anchored_speedup", "naive/anch", ".0f"),
     ("processor_us", "processor us/tok", ".1f"), ("processor_cpu_us", "processor CPU us/tok", ".1f"), ("t0_share_of_processor", "t0/processor", ".1%"),
+    ("t0_cpu_share_of_processor", "t0/processor CPU", ".1%"),
     ("t0_ok", "t0 target", ""), ("anchored_ok", "anch target", ""),
 ]
 
