@@ -165,6 +165,13 @@ class PixelPruneModelMixin:
                 pixel_values, image_grid_thw, image_keep_mask=keep, return_dict=True, **extra
             )
             kwargs["pixel_values"] = None
+            # The stock forward refuses raw pixels next to `mm_encoder_outputs`: encode videos
+            # (never pruned) here too, exactly as the stock forward would.
+            if kwargs.get("pixel_values_videos") is not None and mm_encoder_outputs.get("video") is None:
+                mm_encoder_outputs["video"] = self.get_video_features(
+                    kwargs["pixel_values_videos"], kwargs.get("video_grid_thw"), return_dict=True, **extra
+                )
+                kwargs["pixel_values_videos"] = None
             kwargs["mm_encoder_outputs"] = mm_encoder_outputs
 
         # The stock forward would compute positions without the mask; do it here in the same case

@@ -491,3 +491,41 @@ def test_end_to_end_with_processor_and_chat_template(fam):
 
     out = fam.ours.generate(**inputs, max_new_tokens=N_NEW, min_new_tokens=N_NEW, do_sample=False)
     assert out.shape == (1, inputs["input_ids"].shape[1] + N_NEW)
+
+
+@torch.no_grad()
+def test_video_passes_through_unpruned(fam):
+    """A prompt with a pruned image and a (never pruned) video: the video keeps every token, its
+    frames keep their stock positions, and the result is the shorter-sequence oracle's."""
+    pv, grid, keep = fam.images([document_image(192, 128, seed=0)])
+    video_grid = torch.tensor([[2, 4, 6]])  # two temporal patches of a 64x96 clip
+    pixel_values_videos = torch.randn(int(video_grid.prod()), pv.shape[1], generator=torch.Generator().manual_seed(0))
+    frame = [fam.vision_start_id] + [fam.stock.config.video_token_id] * (4 * 6 // fam.merge**2) + [fam.vision_end_id]
+    # Qwen3.5 separates video frames by timestamps: one vision run per temporal patch.
+    video_ids = TEXT_B[:2] + frame + TEXT_B[2:] + frame + TEXT_C
+    video_types = [0, 0] + [0] + [2] * (len(frame) - 2) + [0] + [0] * (len(TEXT_B) - 2)
+    video_types += [0] + [2] * (len(frame) - 2) + [0] + [0] * len(TEXT_C)
+
+    def with_video(ids, types):
+        return torch.cat([ids, torch.tensor([video_ids])], 1), torch.cat([types, torch.tensor([video_types], dtype=torch.int32)], 1)
+
+    ids, types = with_video(*build_sequence(fam, [TEXT_A, 0], grid, keep, prune=True)[:2])
+    full_ids, full_types, survives = build_sequence(fam, [TEXT_A, 0], grid, keep, prune=False)
+    full_ids, full_types = with_video(full_ids, full_types)
+    survives = torch.cat([survives, torch.ones(len(video_ids), dtype=torch.bool)])
+    inputs = dict(
+        input_ids=ids, attention_mask=torch.ones_like(ids), mm_token_type_ids=types, pixel_values=pv,
+        image_grid_thw=grid, image_keep_mask=keep, pixel_values_videos=pixel_values_videos, video_grid_thw=video_grid,
+    )
+    ours = fam.ours(**inputs).logits
+
+    stock = fam.stock
+    full_pos, _ = stock.model.get_rope_index(full_ids, full_types, image_grid_thw=grid, video_grid_thw=video_grid)
+    embeds = stock.get_input_embeddings()(ids)
+    embeds[ids == fam.image_token_id] = reference_masked_vit(stock.model.visual, pv, grid, keep)
+    video_embeds = stock.model.get_video_features(pixel_values_videos, video_grid).pooler_output
+    embeds[ids == stock.config.video_token_id] = torch.cat(video_embeds)
+    ref = stock(inputs_embeds=embeds, position_ids=full_pos[:, :, survives]).logits
+    torch.testing.assert_close(ours, ref, atol=ATOL, rtol=RTOL)
+    out = fam.ours.generate(**inputs, max_new_tokens=4, min_new_tokens=4, do_sample=False)
+    assert out.shape == (1, ids.shape[1] + 4)
