@@ -29,20 +29,22 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._version import __version__
 from ..processing.settings import METHODS, METRICS, PixelPruneSettings
 from .families import Family, FamilyError, detect_family
 from .model_card import (
     CardContext,
-    RetentionRow,
     default_sample_images,
     measure_retention,
     preprocess_config_from_dict,
     render_model_card,
 )
 from .remote_code import RemoteCodeError, flatten_modules
+
+if TYPE_CHECKING:
+    from ..inspect_images import InspectResult
 
 __all__ = ["ExportError", "ExportResult", "configure_parser", "export", "run"]
 
@@ -80,7 +82,7 @@ class ExportResult:
     files: list[str]
     weights: list[str]
     weights_mode: str
-    retention: dict[str, list[RetentionRow]] = field(default_factory=dict)
+    retention: dict[str, list[InspectResult]] = field(default_factory=dict)
     pushed_to: str | None = None
 
 
@@ -306,6 +308,9 @@ def export(
         p.name for p in base_dir.iterdir()
         if p.is_file() and not p.name.startswith(".") and not p.name.endswith(".py") and p.name not in REWRITTEN
     )
+    skipped = sorted(p.name for p in base_dir.iterdir() if p.name not in base_files and p.name not in REWRITTEN)
+    if skipped:
+        logger.info("Not copied from BASE (folders, hidden files, BASE's own code): %s", ", ".join(skipped))
     clashes = remote_names & set(base_files)
     if clashes:
         raise ExportError(f"BASE has files named like the generated remote code: {', '.join(sorted(clashes))}.")

@@ -13,15 +13,17 @@ import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..processing.image_preprocessing import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, ImagePreprocessConfig
 from ..processing.settings import PixelPruneSettings
 from .families import Family, read_template_text
 
+if TYPE_CHECKING:  # imported lazily at run time (it loads the CLI's image tooling)
+    from ..inspect_images import InspectResult
+
 __all__ = [
     "CardContext",
-    "RetentionRow",
     "default_sample_images",
     "measure_retention",
     "preprocess_config_from_dict",
@@ -32,22 +34,11 @@ logger = logging.getLogger(__name__)
 
 CARD_TEMPLATE = "model_card.md"
 SAMPLE_GLOB = "sample_*.png"
+VIT_FLOPS_NOTE = (
+    "estimated by `pixelprune inspect` for the Qwen3-VL-2B vision tower (matrix-product FLOPs of the "
+    "kept vs all patches)."
+)
 TAGS: tuple[str, ...] = ("pixelprune", "token-pruning", "vision-language", "custom_code")
-
-
-@dataclass(frozen=True)
-class RetentionRow:
-    """Tokens PixelPrune keeps of one sample image under one setting."""
-
-    image: str
-    resized: str  # "W x H" after the processor's resize
-    tokens: int
-    kept: int
-    vit_flops_saved: float
-
-    @property
-    def retention(self) -> float:
-        return self.kept / self.tokens if self.tokens else 1.0
 
 
 @dataclass(frozen=True)
@@ -61,7 +52,7 @@ class CardContext:
     base_label: str  # human name of the base (Hub id or folder name)
     license: str | None
     export_command: str
-    retention: Mapping[str, Sequence[RetentionRow]]  # setting label -> rows
+    retention: Mapping[str, Sequence[InspectResult]]  # setting label -> one result per sample image
 
 
 def default_sample_images() -> list[Path]:
@@ -96,27 +87,17 @@ def preprocess_config_from_dict(data: Mapping[str, Any]) -> ImagePreprocessConfi
 
 def measure_retention(
     images: Sequence[Path], settings: PixelPruneSettings, config: ImagePreprocessConfig
-) -> list[RetentionRow]:
-    """One :class:`RetentionRow` per image (unreadable images are skipped with a warning)."""
+) -> list[InspectResult]:
+    """``pixelprune inspect``'s result for each image (unreadable images are skipped with a warning)."""
     from ..inspect_images import InspectError, inspect_image
 
-    rows = []
+    results = []
     for path in images:
         try:
-            result, _, _ = inspect_image(Path(path), settings, config)
+            results.append(inspect_image(Path(path), settings, config)[0])
         except InspectError as exc:
             logger.warning("Skipping sample image %s: %s", path, exc)
-            continue
-        rows.append(
-            RetentionRow(
-                image=Path(path).name,
-                resized=f"{result.resized_width} x {result.resized_height}",
-                tokens=result.tokens,
-                kept=result.kept,
-                vit_flops_saved=result.vit_flops_saved,
-            )
-        )
-    return rows
+    return results
 
 
 def _yaml_front_matter(ctx: CardContext) -> str:
@@ -148,20 +129,22 @@ def _settings_table(settings: PixelPruneSettings) -> str:
     return "\n".join(lines)
 
 
-def _retention_table(retention: Mapping[str, Sequence[RetentionRow]]) -> str:
+def _retention_table(retention: Mapping[str, Sequence[InspectResult]]) -> str:
     if not any(retention.values()):
         return (
-            "_Not measured: this pixelprune installation has no sample images. Run "
+            "_Not measured: the exporter had no readable sample images. Run "
             "`pixelprune inspect YOUR_IMAGES --threshold T` to see what PixelPrune keeps of yours._"
         )
-    lines = ["| image | resized to (px) | setting | tokens | kept | retention | ViT FLOPs saved (est.) |",
+    lines = ["| image | resized to (px) | setting | tokens | kept | retention | ViT FLOPs saved (est.)* |",
              "|---|---|---|---|---|---|---|"]
     for label, rows in retention.items():
         for row in rows:
             lines.append(
-                f"| {row.image} | {row.resized} | {label} | {row.tokens} | {row.kept} | "
-                f"{row.retention:.1%} | {row.vit_flops_saved:.1%} |"
+                f"| {Path(row.image).name} | {row.resized_width} x {row.resized_height} | {label} | "
+                f"{row.tokens} | {row.kept} | {row.kept / row.tokens:.1%} | {row.vit_flops_saved:.1%} |"
             )
+    lines.append("")
+    lines.append(f"\\* {VIT_FLOPS_NOTE}")
     return "\n".join(lines)
 
 

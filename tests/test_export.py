@@ -304,7 +304,7 @@ def test_card_retention_matches_stock_processor_and_selector(base, exported, sam
 
 def test_default_sample_images_are_measured(base, tmp_path):
     result = export(base, tmp_path / "repo", settings=PixelPruneSettings(threshold=0.02))
-    names = [row.image for row in next(iter(result.retention.values()))]
+    names = [Path(row.image).name for row in next(iter(result.retention.values()))]
     assert names == ["sample_document.png", "sample_screenshot.png"]
     assert list(result.retention) == ["threshold 0.02 (max, anchored)", "threshold 0 (lossless)"]
     # A positive threshold never keeps more than the lossless setting.

@@ -1,0 +1,53 @@
+"""An exported repo serves with vLLM (pixelprune's plugin) and prunes like transformers does.
+
+Runs in the vLLM environment (``-m vllm``); the transformers oracle runs in ``PIXELPRUNE_HF_PYTHON``
+(see ``vllm_testing``) on the same exported repo, with the saved threshold of the export.
+"""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+
+pytest.importorskip("vllm")
+
+from vllm_testing import CHAT, IMAGE, build_checkpoint, configure_vllm_env, hf_generate, hf_python, redundant_image  # noqa: E402
+
+from pixelprune.hub_configs.exporter import export  # noqa: E402
+from pixelprune.processing.settings import PixelPruneSettings  # noqa: E402
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+FAMILY = "qwen3_vl"
+MAX_NEW = 6
+PROMPT = CHAT.format(images=IMAGE, text="Describe this image.")
+
+
+@pytest.mark.skipif(hf_python() is None, reason="PIXELPRUNE_HF_PYTHON (transformers >= 5.20 venv) not set")
+def test_exported_repo_serves_with_vllm_like_transformers(tmp_path):
+    from vllm import LLM, SamplingParams
+
+    configure_vllm_env(tmp_path)
+    base = build_checkpoint(FAMILY, tmp_path / "stock")
+    out = tmp_path / "exported"
+    export(base, out, settings=PixelPruneSettings(threshold=0.05), sample_images=[])
+    image_path = tmp_path / "doc.png"
+    redundant_image(seed=0).save(image_path)
+
+    (reference,) = hf_generate(out, FAMILY, [{"prompt": PROMPT, "images": [str(image_path)]}], MAX_NEW, tmp_path)
+    assert sum(reference["kept"]) < sum(reference["total"])
+
+    from PIL import Image
+
+    llm = LLM(model=str(out), dtype="float32", max_model_len=2048, enforce_eager=True, seed=0,
+              limit_mm_per_prompt={"image": 1, "video": 0}, max_num_seqs=2)
+    try:
+        (result,) = llm.generate(
+            [{"prompt": PROMPT, "multi_modal_data": {"image": Image.open(image_path).convert("RGB")}}],
+            SamplingParams(temperature=0, max_tokens=MAX_NEW),
+        )
+    finally:
+        del llm
+        gc.collect()
+    assert len(result.prompt_token_ids) == reference["prompt_len"]
+    assert list(result.outputs[0].token_ids) == reference["tokens"]
