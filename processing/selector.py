@@ -14,8 +14,8 @@ Performance notes (why the code looks the way it does):
   (r, c-1), (r-1, c), (r-1, c-1): it runs as a wavefront over anti-diagonals (grid_h + grid_w steps).
   References (what stands in for a pruned token) are always original descriptors of kept tokens,
   so most distances are already known: a neighbour that was kept is compared via ``H``/``V``; a
-  token identical to a pruned neighbour inherits that neighbour's stored error; two equal references
-  are at distance 0. Only the remaining cells gather descriptors.
+  token identical to a pruned neighbour is within tau of that neighbour's reference; two equal
+  references are at distance 0. Only the remaining cells gather descriptors.
 * Anchored ``raster``/``serpentine`` runs of consecutive kept tokens come from the sliding
   distances; only runs of pruned tokens search forward (vectorised) for the next token that
   differs from their anchor, so the Python loop runs once per pruned run, never per token.
@@ -267,39 +267,41 @@ def _pred2d_sliding(h: np.ndarray, v: np.ndarray, tau: float) -> np.ndarray:
 
 
 class _Pred2dAnchored:
-    """Anchored pred_2d as a wavefront over anti-diagonals (see module docstring)."""
+    """Anchored pred_2d as a wavefront over anti-diagonals (see module docstring).
+
+    ``ref[i]`` is the kept token whose descriptor stands in for token ``i`` (itself when kept).
+    Distances that are already known are not recomputed: between two kept neighbours it is ``H`` or
+    ``V``; between equal references it is 0; and a token bit-for-bit identical to a pruned neighbour
+    is within ``tau`` of that neighbour's reference (every pruned token is, by construction), which
+    is all a "similar?" question needs. Only the remaining pairs gather descriptors.
+    """
 
     def __init__(self, src: TokenSource, metric: str, tau: float, h: np.ndarray, v: np.ndarray) -> None:
         gh, gw = src.gh, src.gw
         self.src, self.gw, self.metric, self.tau = src, gw, metric, tau
         n = gh * gw
         self.h, self.v = h.reshape(n), v.reshape(n)
-        self.ref = np.zeros(n, dtype=np.int64)  # index of the kept token standing in for each token
-        self.err = np.zeros(n, dtype=np.float32)  # d(token, desc[ref]) (0 for kept tokens)
+        self.ref = np.zeros(n, dtype=np.int64)
         self.keep = np.zeros(n, dtype=bool)
         self.keep[0] = True
         for k in range(1, gh + gw - 1):
             rr = np.arange(max(0, k - gw + 1), min(k, gh - 1) + 1)
             self._step(rr, k - rr)
 
-    def _ref_distance(self, x: np.ndarray, y: np.ndarray, xy: np.ndarray) -> np.ndarray:
-        """d(desc[ref[x]], desc[ref[y]]) for neighbouring tokens x, y whose own distance is ``xy``."""
+    def _similar_refs(self, x: np.ndarray, y: np.ndarray, xy: np.ndarray) -> np.ndarray:
+        """similar(desc[ref[x]], desc[ref[y]]) for neighbouring tokens x, y at distance ``xy``."""
         rx, ry = self.ref[x], self.ref[y]
         x_kept, y_kept = rx == x, ry == y
         out = np.full(len(x), np.nan, dtype=np.float32)
         out[rx == ry] = 0.0
         both = np.isnan(out) & x_kept & y_kept
         out[both] = xy[both]
-        # a kept token identical to its neighbour: the neighbour's stored error is the distance
-        same = xy == 0
-        m = np.isnan(out) & y_kept & same
-        out[m] = self.err[x[m]]
-        m = np.isnan(out) & x_kept & same
-        out[m] = self.err[y[m]]
+        # one is kept and identical to the other, which is pruned: within tau of its reference
+        out[np.isnan(out) & (x_kept | y_kept) & (xy == 0)] = 0.0
         m = np.isnan(out)
         if m.any():
             out[m] = _gather_distance(self.src, rx[m], ry[m], self.metric)
-        return out
+        return out <= self.tau
 
     def _step(self, rr: np.ndarray, cc: np.ndarray) -> None:
         gw, tau = self.gw, self.tau
@@ -310,22 +312,20 @@ class _Pred2dAnchored:
             x = idx[inner]
             a, b = x - 1, x - gw
             c = b - 1
-            sim_ca = self._ref_distance(c, a, self.v[a]) <= tau
-            sim_cb = self._ref_distance(c, b, self.h[b]) <= tau
+            sim_ca = self._similar_refs(c, a, self.v[a])
+            sim_cb = self._similar_refs(c, b, self.h[b])
             use_b[inner] = sim_ca & ~sim_cb
         y = np.where(use_b, idx - gw, idx - 1)  # the predicting neighbour
         xy = np.where(use_b, self.v[idx], self.h[idx])  # d(X, neighbour)
         ry = self.ref[y]
         d = np.where(ry == y, xy, np.nan).astype(np.float32)
-        same = np.isnan(d) & (xy == 0)  # X identical to a pruned neighbour: inherit its error
-        d[same] = self.err[y[same]]
+        d[np.isnan(d) & (xy == 0)] = 0.0  # identical to a pruned neighbour: within tau of its ref
         m = np.isnan(d)
         if m.any():
             d[m] = _gather_distance(self.src, idx[m], ry[m], self.metric)
         keep = d > tau
         self.keep[idx] = keep
         self.ref[idx] = np.where(keep, idx, ry)
-        self.err[idx] = np.where(keep, 0.0, d)
 
 
 def _scan_order_and_distances(h: np.ndarray, v: np.ndarray, src: TokenSource, method: str,

@@ -63,6 +63,38 @@ def token_grids(draw):
     return token_image(tokens)
 
 
+@st.composite
+def level_grids(draw):
+    """Flat tokens whose per-channel levels are multiples of 1/64: de-normalisation, differences,
+    means and square roots are then exact in float32, so distances equal thresholds exactly (ties)
+    and similarity is often non-transitive (a ~ b, b ~ c, a !~ c): the cases that separate the
+    anchored predictor's branches."""
+    gh = draw(st.integers(1, 8))
+    gw = draw(st.integers(1, 8))
+    grey = draw(st.booleans())
+    levels = draw(st.lists(st.integers(0, 6), min_size=gh * gw * (1 if grey else 3),
+                           max_size=gh * gw * (1 if grey else 3)))
+    v = torch.tensor(levels, dtype=torch.float32).view(gh, gw, -1) / 64
+    v = v.expand(gh, gw, 3)
+    return token_image(v.view(gh, gw, 1, 1, 3).expand(gh, gw, TOKEN, TOKEN, 3).contiguous())
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    image=level_grids(),
+    steps=st.integers(1, 3),
+    metric=st.sampled_from(METRICS),
+    method=st.sampled_from(METHODS),
+    anchored=st.sampled_from([None, True, False]),
+)
+def test_matches_reference_with_exact_ties(image, steps, metric, method, anchored):
+    pv, grid = patchify(image)
+    threshold = steps / 64
+    got = select_tokens(pv, [grid], threshold=threshold, metric=metric, method=method, anchored=anchored)
+    want = reference_select(pv, [grid], threshold=threshold, metric=metric, method=method, anchored=anchored)
+    assert got[0].tolist() == want[0]
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     image=token_grids(),
