@@ -17,6 +17,8 @@ merger and deepstack mergers see complete windows and emit one row per kept toke
 
 from __future__ import annotations
 
+import logging
+
 import torch
 import torch.nn.functional as F
 from transformers.vision_utils import (
@@ -27,6 +29,8 @@ from transformers.vision_utils import (
 from .keep_mask import patch_keep_mask, split_keep_mask, validate_keep_mask
 
 __all__ = ["kept_vision_kwargs", "encode_kept_patches"]
+
+logger = logging.getLogger(__name__)
 
 
 def _kept_cu_seqlens(image_keep_mask: torch.Tensor, image_grid_thw: torch.Tensor, merge_size: int) -> torch.Tensor:
@@ -96,6 +100,7 @@ def encode_kept_patches(
         **{**kwargs, **vision_kwargs},
     )
     kept_counts = [int(m.sum()) for m in split_keep_mask(keep, image_grid_thw, merge_size)]
+    logger.debug("PixelPrune ViT: kept %d of %d tokens (per image: %s)", sum(kept_counts), keep.numel(), kept_counts)
     output.pooler_output = torch.split(output.pooler_output, kept_counts)
     if getattr(output, "deepstack_features", None) is not None:
         output.deepstack_features = [torch.split(feature, kept_counts) for feature in output.deepstack_features]

