@@ -123,6 +123,9 @@ def build_sequence(fam: Family, segments, grid: torch.Tensor, keep: torch.Tensor
 
 def model_inputs(fam: Family, segments, images, *, prune: bool = True) -> dict:
     """One prompt: inputs for our model (with ``image_keep_mask``) or the stock one (``prune=False``)."""
+    if not images:
+        ids = torch.tensor([[t for seg in segments for t in seg]])
+        return dict(input_ids=ids, attention_mask=torch.ones_like(ids), mm_token_type_ids=torch.zeros_like(ids, dtype=torch.int32))
     pv, grid, keep = fam.images(images)
     ids, types, _ = build_sequence(fam, segments, grid, keep, prune=prune)
     inputs = dict(
@@ -148,8 +151,8 @@ def left_pad_batch(fam: Family, singles: list[dict]) -> dict:
         types.append(torch.cat([torch.zeros(1, pad, dtype=torch.int32), s["mm_token_type_ids"]], 1))
     batch = dict(input_ids=torch.cat(ids), attention_mask=torch.cat(mask), mm_token_type_ids=torch.cat(types))
     for key in ("pixel_values", "image_grid_thw", "image_keep_mask"):
-        if key in singles[0]:
-            batch[key] = torch.cat([s[key] for s in singles])
+        if any(key in s for s in singles):
+            batch[key] = torch.cat([s[key] for s in singles if key in s])
     return batch
 
 
@@ -356,14 +359,15 @@ def test_manual_cached_decode_loop_without_position_ids(fam):
 
 @torch.no_grad()
 def test_left_padded_batch_equals_single(fam):
-    """Two prompts with different kept counts, left-padded: the gated delta-net must ignore the
-    padding exactly as it does for stock batches."""
+    """Prompts with different kept counts and a text-only one between them, left-padded: the gated
+    delta-net must ignore the padding exactly as it does for stock batches."""
     prompts = [
         (DOC_PROMPT, doc_images()),
+        ([TEXT_B, TEXT_C], []),
         ([TEXT_C, 0, TEXT_A], [document_image(96, 160, seed=7)]),
     ]
     singles = [model_inputs(fam, seg, imgs) for seg, imgs in prompts]
-    assert singles[0]["input_ids"].shape[1] != singles[1]["input_ids"].shape[1]
+    assert len({single["input_ids"].shape[1] for single in singles}) == len(singles)
     batch = left_pad_batch(fam, singles)
     kw = dict(max_new_tokens=N_NEW, min_new_tokens=N_NEW, do_sample=False, output_scores=True, return_dict_in_generate=True)
     g_batch = fam.ours.generate(**batch, **kw)
