@@ -15,7 +15,7 @@ set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENVS="${PIXELPRUNE_VENVS:-$HOME/.cache/pixelprune/venvs}"
-TRANSFORMERS_LOW="${PIXELPRUNE_TRANSFORMERS_LOW:-5.20.0}"
+TRANSFORMERS_LOW="${PIXELPRUNE_TRANSFORMERS_LOW:-5.19.0}"
 TRANSFORMERS_HIGH="${PIXELPRUNE_TRANSFORMERS_HIGH:-5.24.0}"
 TEST_DEPS="pytest>=8 hypothesis>=6.100 pyyaml huggingface_hub safetensors tokenizers pillow numpy openai"
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_PROGRESS_BAR=off
