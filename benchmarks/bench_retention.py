@@ -75,7 +75,13 @@ def plot(rows: list[dict], thresholds: list[float], suffix: str) -> list[Path]:
     groups = {}
     for r in rows:
         groups.setdefault(f"{r['type']}\n{r['resolution']}", []).append(r["kept"]["pred_2d"]["0.0"] / r["tokens"])
-    labels = sorted(groups, key=lambda k: (TYPES.index(k.split("\n")[0]), k))
+    order = ["800p", "1080p", "1440p", "4k", "4k-hidpi", "native"]
+
+    def rank(label: str) -> tuple[int, int, str]:
+        kind, res = label.split("\n")
+        return TYPES.index(kind), order.index(res) if res in order else len(order), res
+
+    labels = sorted(groups, key=rank)
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(labels)), 4.0))
     ax.boxplot([groups[k] for k in labels], showfliers=False)
     for i, k in enumerate(labels, 1):
@@ -118,7 +124,14 @@ def plot(rows: list[dict], thresholds: list[float], suffix: str) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="2 images per type, 3 thresholds")
+    ap.add_argument("--replot", action="store_true", help="redraw the plots from the saved JSON only")
     args = ap.parse_args(argv)
+    if args.replot:
+        import json
+
+        saved = json.loads((RESULTS_DIR / f"bench_retention{'_quick' if args.quick else ''}.json").read_text())
+        print("\n".join(str(p) for p in plot(saved["images"], saved["thresholds"], "_quick" if args.quick else "")))
+        return 0
     torch.set_num_threads(1)  # counts, not timings: one thread wastes nothing on a shared machine
     thresholds = QUICK_THRESHOLDS if args.quick else THRESHOLDS
     records = load_images(args.quick)
