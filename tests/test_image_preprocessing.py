@@ -39,6 +39,28 @@ def stock_processor(config: ImagePreprocessConfig = ImagePreprocessConfig()):
     )
 
 
+def _stock_composites_transparency() -> bool:
+    """transformers 5.24 composites transparency onto white in ``convert_to_rgb``; 5.20 (and
+    older) drops the alpha channel. We follow the current behaviour."""
+    from transformers.image_transforms import convert_to_rgb
+
+    clear = Image.new("RGBA", (1, 1), (0, 0, 0, 0))
+    return np.asarray(convert_to_rgb(clear)).reshape(-1)[:3].tolist() == [255, 255, 255]
+
+
+def stock_inputs(images: list[Image.Image]) -> list[Image.Image]:
+    """What the stock processor must see to be the oracle of our (compositing) behaviour."""
+    if _stock_composites_transparency():
+        return images
+    out = []
+    for image in images:
+        if "A" in image.getbands() or image.info.get("transparency") is not None:
+            rgba = image.convert("RGBA")
+            image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+        out.append(image)
+    return out
+
+
 def picture(width: int, height: int, mode: str, seed: int = 0) -> Image.Image:
     """Noise over gradients and flat areas, with a varying alpha channel, in ``mode``."""
     rng = np.random.default_rng(seed)
@@ -70,7 +92,7 @@ CASES = [
 @pytest.mark.parametrize(("width", "height", "mode"), CASES)
 def test_matches_stock_processor_exactly(width, height, mode):
     image = picture(width, height, mode)
-    expected = stock_processor()(images=[image], return_tensors="pt")
+    expected = stock_processor()(images=stock_inputs([image]), return_tensors="pt")
     pixel_values, grid = preprocess_images([image])
     assert grid.dtype == torch.int64 and pixel_values.dtype == torch.float32
     assert grid.tolist() == expected["image_grid_thw"].tolist()
@@ -97,7 +119,7 @@ def test_pixel_budget_overrides_match_stock(min_pixels, max_pixels, size):
 
 def test_several_images_in_one_call_match_stock():
     images = [picture(300, 200, "RGB", 1), picture(64, 96, "L", 2), picture(130, 70, "RGBA", 3)]
-    expected = stock_processor()(images=images, return_tensors="pt")
+    expected = stock_processor()(images=stock_inputs(images), return_tensors="pt")
     pixel_values, grid = preprocess_images(images)
     assert grid.tolist() == expected["image_grid_thw"].tolist()
     assert torch.equal(pixel_values, expected["pixel_values"])
