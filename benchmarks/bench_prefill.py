@@ -32,8 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
-    load_images, load_warning, machine_info, median, open_rgb, print_table, stock_image_processor,
-    time_call, write_json,
+    finish, load_images, machine_info, median, open_rgb, pick_per_type, stock_image_processor, time_call,
 )
 
 import pixelprune  # noqa: E402
@@ -194,12 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     if args.quick:
         args.per_type, args.repeats, args.vit_depth, args.llm_layers = 1, 1, 1, 1
-    records = load_images(args.quick)
-    picked = []
-    for kind in ("documents", "screenshots", "photos"):
-        group = [r for r in records if r["type"] == kind and r["resolution"] in ("1080p", "native")]
-        step = max(1, len(group) // args.per_type)
-        picked += group[::step][: args.per_type]
+    picked = pick_per_type(load_images(args.quick), args.per_type)
     model, config = build_model(args.vit_depth, args.llm_layers, args.attn)
     proc = stock_image_processor()
     info = machine_info()
@@ -215,17 +209,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{i + 1}/{len(picked)}] {r['image']} {r['grid']} kept {r['retention']:.0%}: ViT {r['stock_vit_ms']:.0f} -> "
               f"{r['pixelprune_vit_ms']:.0f} ms, LLM {r['stock_llm_ms']:.0f} -> {r['pixelprune_llm_ms']:.0f} ms "
               f"(x{r['model_speedup']:.2f}, ideal x{r['ideal_model_speedup']:.2f})", flush=True)
-    summary = summarise(rows)
-    print()
-    table = print_table(summary, COLUMNS)
-    note = load_warning()
-    if note:
-        print(f"\nNOTE: {note}")
-    path = write_json("bench_prefill", dict(
+    finish("bench_prefill", summarise(rows), COLUMNS, dict(
         machine=info, model="Qwen3-VL-2B widths, random weights", vit_depth=args.vit_depth,
         llm_layers=args.llm_layers, dtype="float32", clock=args.clock, attn=args.attn, max_pixels=args.max_pixels,
-        repeats=args.repeats, summary=summary, images=rows, table_markdown=table, note=note), args.quick)
-    print(f"\nwrote {path}")
+        repeats=args.repeats, images=rows), args.quick)
     return 0
 
 

@@ -27,8 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import (  # noqa: E402
-    load_images, load_warning, machine_info, median, open_rgb, print_table, stock_image_processor,
-    time_call, write_json,
+    finish, load_images, machine_info, median, open_rgb, stock_image_processor, time_call,
 )
 
 import pixelprune  # noqa: E402
@@ -156,17 +155,10 @@ def main(argv: list[str] | None = None) -> int:
         r = rows[-1]
         print(f"[{i + 1}/{len(records)}] {r['image']} {r['grid']} t0 {r['t0_us']:.2f} us/tok, "
               f"anchored {r['anchored_us']:.2f}, processor {r['processor_us']:.1f}", flush=True)
-    summary = summarise(rows)
-    print()
-    table = print_table(summary, COLUMNS)
-    note = load_warning()
-    if note:
-        print(f"\nNOTE: {note}")
-    path = write_json("bench_selector", dict(
+    finish("bench_selector", summarise(rows), COLUMNS, dict(
         machine=info, processor_backend=proc.backend_name, threshold=THRESHOLD, repeats=repeats,
         targets=dict(t0_us=TARGET_T0_US, t0_share=TARGET_T0_SHARE, anchored_us=TARGET_ANCHORED_US),
-        summary=summary, images=rows, table_markdown=table, note=note), args.quick)
-    print(f"\nwrote {path}")
+        images=rows), args.quick)
     return 0
 
 

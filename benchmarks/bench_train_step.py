@@ -22,8 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_prefill import PROMPT_TOKENS, build_model, llm_flops, make_inputs  # noqa: E402
 from common import (  # noqa: E402
-    load_images, load_warning, machine_info, median, open_rgb, print_table, stock_image_processor,
-    time_call, write_json,
+    finish, load_images, machine_info, median, open_rgb, pick_per_type, stock_image_processor, time_call,
 )
 
 import pixelprune  # noqa: E402
@@ -88,12 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     if args.quick:
         args.per_type, args.vit_depth, args.llm_layers, args.max_pixels = 1, 1, 1, 512 * 512
-    records = load_images(args.quick)
-    picked = []
-    for kind in ("documents", "screenshots", "photos"):
-        group = [r for r in records if r["type"] == kind and r["resolution"] in ("1080p", "native")]
-        step = max(1, len(group) // args.per_type)
-        picked += group[::step][: args.per_type]
+    picked = pick_per_type(load_images(args.quick), args.per_type)
     model, config = build_model(args.vit_depth, args.llm_layers, args.attn)
     model.train()
     proc = stock_image_processor()
@@ -117,19 +111,13 @@ def main(argv: list[str] | None = None) -> int:
             summary.append(dict(type=kind, images=len(rs), **{k: median([r[k] for r in rs]) for k in (
                 "tokens", "retention", "stock_step_ms", "pixelprune_step_ms", "speedup", "ideal_speedup",
                 "of_ideal")}))
-    print()
-    table = print_table(summary, [
+    finish("bench_train_step", summary, [
         ("type", "type", ""), ("images", "n", "d"), ("tokens", "tokens", ".0f"), ("retention", "kept", ".0%"),
         ("stock_step_ms", "stock step ms", ".0f"), ("pixelprune_step_ms", "PixelPrune step ms", ".0f"),
-        ("speedup", "speed-up x", ".2f"), ("ideal_speedup", "FLOP-ideal x", ".2f"), ("of_ideal", "of ideal", ".0%")])
-    note = load_warning()
-    if note:
-        print(f"\nNOTE: {note}")
-    path = write_json("bench_train_step", dict(
-        machine=info, model="Qwen3-VL-2B widths, random weights", vit_depth=args.vit_depth,
-        llm_layers=args.llm_layers, dtype="float32", clock=args.clock, max_pixels=args.max_pixels,
-        summary=summary, images=rows, table_markdown=table, note=note), args.quick)
-    print(f"\nwrote {path}")
+        ("speedup", "speed-up x", ".2f"), ("ideal_speedup", "FLOP-ideal x", ".2f"), ("of_ideal", "of ideal", ".0%")],
+        dict(machine=info, model="Qwen3-VL-2B widths, random weights", vit_depth=args.vit_depth,
+             llm_layers=args.llm_layers, dtype="float32", clock=args.clock, max_pixels=args.max_pixels,
+             images=rows), args.quick)
     return 0
 
 

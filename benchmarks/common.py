@@ -143,3 +143,27 @@ def load_warning(threshold: float = 1.5) -> str | None:
         return (f"machine busy: load average {load:.1f} on {cores} cores; wall times are inflated, "
                 "CPU times less so")
     return None
+
+
+def pick_per_type(records: list[dict], per_type: int, resolutions: tuple[str, ...] = ("1080p", "native"),
+                  types: tuple[str, ...] = ("documents", "screenshots", "photos")) -> list[dict]:
+    """Up to ``per_type`` images of each type among ``resolutions``, spread over the set (deterministic)."""
+    picked = []
+    for kind in types:
+        group = [r for r in records if r["type"] == kind and r["resolution"] in resolutions]
+        step = max(1, len(group) // max(1, per_type))
+        picked += group[::step][:per_type]
+    return picked
+
+
+def finish(name: str, summary: list[dict], columns: list[tuple[str, str, str]], payload: dict[str, Any],
+           quick: bool) -> Path:
+    """Print the summary table (and a busy-machine note), write the JSON result; returns its path."""
+    print()
+    table = print_table(summary, columns)
+    note = load_warning()
+    if note:
+        print(f"\nNOTE: {note}")
+    path = write_json(name, dict(payload, summary=summary, table_markdown=table, note=note), quick)
+    print(f"\nwrote {path}")
+    return path
