@@ -15,6 +15,7 @@ __all__ = [
     "split_keep_mask",
     "kept_tokens_per_image",
     "patch_keep_mask",
+    "kept_cu_seqlens",
 ]
 
 
@@ -74,3 +75,17 @@ def kept_tokens_per_image(image_keep_mask: torch.Tensor, image_grid_thw: torch.T
 def patch_keep_mask(image_keep_mask: torch.Tensor, merge_size: int) -> torch.Tensor:
     """Expand a token keep mask to the ``merge_size**2`` consecutive patch rows of each token."""
     return image_keep_mask.repeat_interleave(merge_size**2)
+
+
+def kept_cu_seqlens(image_keep_mask: torch.Tensor, image_grid_thw: torch.Tensor, merge_size: int) -> torch.Tensor:
+    """``cu_seqlens`` (int32, on the mask's device) of the kept patches of a validated keep mask.
+
+    One attention segment per frame of each image, as the stock vision towers (transformers and
+    vLLM) build for full grids, of its kept length (kept tokens times ``merge_size**2`` patches).
+    """
+    per_frame = [
+        mask.view(int(t), -1).sum(-1) * merge_size**2
+        for mask, t in zip(split_keep_mask(image_keep_mask, image_grid_thw, merge_size), image_grid_thw[:, 0].tolist())
+    ]
+    seqlens = torch.cat(per_frame).to(torch.int32)
+    return torch.nn.functional.pad(seqlens.cumsum(0, dtype=torch.int32), (1, 0), value=0)

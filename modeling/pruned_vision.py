@@ -20,28 +20,16 @@ from __future__ import annotations
 import logging
 
 import torch
-import torch.nn.functional as F
 from transformers.vision_utils import (
     get_vision_interpolation_indices_and_weights,
     get_vision_position_ids,
 )
 
-from .keep_mask import patch_keep_mask, split_keep_mask, validate_keep_mask
+from .keep_mask import kept_cu_seqlens, kept_tokens_per_image, patch_keep_mask, validate_keep_mask
 
 __all__ = ["kept_vision_kwargs", "encode_kept_patches"]
 
 logger = logging.getLogger(__name__)
-
-
-def _kept_cu_seqlens(image_keep_mask: torch.Tensor, image_grid_thw: torch.Tensor, merge_size: int) -> torch.Tensor:
-    """``cu_seqlens`` (int32) of the kept patches: one attention segment per frame, like stock."""
-    unit = merge_size**2
-    per_frame = [
-        mask.view(int(t), -1).sum(-1) * unit
-        for mask, t in zip(split_keep_mask(image_keep_mask, image_grid_thw, merge_size), image_grid_thw[:, 0].tolist())
-    ]
-    seqlens = torch.cat(per_frame).to(torch.int32)
-    return F.pad(seqlens.cumsum(0, dtype=torch.int32), (1, 0), value=0)
 
 
 def kept_vision_kwargs(visual: torch.nn.Module, image_grid_thw: torch.Tensor, image_keep_mask: torch.Tensor) -> dict:
@@ -66,7 +54,7 @@ def kept_vision_kwargs(visual: torch.nn.Module, image_grid_thw: torch.Tensor, im
         "interp_indices": interp_indices[patch_keep],
         "interp_weights": interp_weights[patch_keep],
         "position_ids": position_ids[patch_keep],
-        "cu_seqlens": _kept_cu_seqlens(image_keep_mask, image_grid_thw, merge_size).to(image_grid_thw.device),
+        "cu_seqlens": kept_cu_seqlens(image_keep_mask, image_grid_thw, merge_size).to(image_grid_thw.device),
     }
 
 
@@ -99,7 +87,7 @@ def encode_kept_patches(
         return_dict=True,
         **{**kwargs, **vision_kwargs},
     )
-    kept_counts = [int(m.sum()) for m in split_keep_mask(keep, image_grid_thw, merge_size)]
+    kept_counts = kept_tokens_per_image(keep, image_grid_thw, merge_size)
     logger.debug("PixelPrune ViT: kept %d of %d tokens (per image: %s)", sum(kept_counts), keep.numel(), kept_counts)
     output.pooler_output = torch.split(output.pooler_output, kept_counts)
     if getattr(output, "deepstack_features", None) is not None:

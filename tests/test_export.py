@@ -104,7 +104,7 @@ def test_tokenizer_chat_template_generation_config_copied_and_weights_linked(bas
 def _expected_remote_files() -> set[str]:
     return {
         "qwen3_vl.py", "transformers_compat.py", "pixelprune_mixin.py", "keep_mask.py", "pruned_rope.py",
-        "pruned_vision.py", "processors.py", "processor_pruning.py", "selector.py", "settings.py",
+        "mrope_positions.py", "pruned_vision.py", "processors.py", "processor_pruning.py", "selector.py", "settings.py",
     }
 
 

@@ -11,7 +11,7 @@ pytest.importorskip("vllm")
 
 import torch  # noqa: E402
 
-from pixelprune.vllm_model.mrope_positions import GridSpan, pruned_mrope_positions  # noqa: E402
+from pixelprune.modeling.mrope_positions import GridSpan, pruned_mrope_positions  # noqa: E402
 from pixelprune.vllm_model.plugin import ARCHITECTURES, check_vllm_version, register  # noqa: E402
 
 

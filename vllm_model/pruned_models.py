@@ -11,21 +11,19 @@ What the subclasses change (everything else is the stock vLLM model):
   features) comes out per kept token, and the count is asserted against the mask (vLLM would
   silently drop surplus rows);
 * ``get_mrope_input_positions`` gives kept tokens their unpruned positions
-  (:func:`~pixelprune.vllm_model.mrope_positions.pruned_mrope_positions`);
+  (:func:`~pixelprune.modeling.mrope_positions.pruned_mrope_positions`, shared with transformers);
 * start-up refuses the options that assume full grids (:func:`check_supported_config`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 
-from ..modeling.keep_mask import kept_tokens_per_image, patch_keep_mask, validate_keep_mask
-from .mrope_positions import GridSpan, pruned_mrope_positions
+from ..modeling.keep_mask import kept_cu_seqlens, kept_tokens_per_image, patch_keep_mask, validate_keep_mask
+from ..modeling.mrope_positions import GridSpan, pruned_mrope_positions
 from .pruned_processor import (
     KEEP_MASK_FIELD,
     PixelPruneQwen3_5MoeProcessingInfo,
@@ -81,21 +79,23 @@ def check_supported_config(vllm_config: Any) -> None:
 
 
 def kept_patch_encoder_metadata(
-    visual: torch.nn.Module, grid_thw: Sequence[Sequence[int]], patch_keep: torch.Tensor, kept_patches: Sequence[int]
+    visual: torch.nn.Module, grid_thw: torch.Tensor, keep: torch.Tensor
 ) -> dict[str, torch.Tensor | None]:
     """``encoder_metadata`` for the stock ``Qwen3_VisionTransformer.forward`` on kept patches.
 
-    Position data are computed for the FULL grids (as stock) and gathered at ``patch_keep``;
-    attention runs over one sequence per image of its kept length. Mirrors the stock
-    ``prepare_encoder_metadata`` (same backend helpers) with kept lengths.
+    ``keep`` is the validated token keep mask of the images of ``grid_thw`` (CPU). Position data
+    are computed for the FULL grids (as stock) and gathered at the kept patches; attention runs
+    over one sequence per image frame of its kept length (the cu_seqlens rule shared with the
+    transformers classes). Mirrors the stock ``prepare_encoder_metadata`` (same backend helpers).
     """
     device = visual.device
-    patch_keep = patch_keep.to(device)
-    cos, sin = visual.rot_pos_emb(grid_thw)
-    cu_seqlens = np.concatenate([[0], np.cumsum(np.asarray(kept_patches, dtype=np.int64))]).astype(np.int32)
+    patch_keep = patch_keep_mask(keep, visual.spatial_merge_size).to(device)
+    grid_thw_list = grid_thw.tolist()
+    cos, sin = visual.rot_pos_emb(grid_thw_list)
+    cu_seqlens = kept_cu_seqlens(keep, grid_thw, visual.spatial_merge_size).numpy()
     backend = visual.attn_backend
     return {
-        "pos_embeds": visual.fast_pos_embed_interpolate(grid_thw)[patch_keep],
+        "pos_embeds": visual.fast_pos_embed_interpolate(grid_thw_list)[patch_keep],
         "rotary_pos_emb_cos": cos[patch_keep],
         "rotary_pos_emb_sin": sin[patch_keep],
         "sequence_lengths": MMEncoderAttention.maybe_compute_seq_lens(backend, cu_seqlens, device),
@@ -159,9 +159,7 @@ class PixelPruneModelMixin:
         kept = kept_tokens_per_image(keep, grid_thw.cpu(), merge_size)
         patch_keep = patch_keep_mask(keep, merge_size)
         pixel_values = image_input["pixel_values"]
-        metadata = kept_patch_encoder_metadata(
-            self.visual, grid_thw.tolist(), patch_keep, [k * merge_size**2 for k in kept]
-        )
+        metadata = kept_patch_encoder_metadata(self.visual, grid_thw.cpu(), keep)
         embeds = self.visual(pixel_values[patch_keep.to(pixel_values.device)], grid_thw, encoder_metadata=metadata)
         if embeds.shape[0] != sum(kept):
             raise RuntimeError(
