@@ -102,7 +102,7 @@ def bench_image(rec: dict, model, config, proc, repeats: int, max_pixels: int, c
         return r[pick], r[2]
 
     image = open_rgb(rec["path"])
-    proc_s, feats = time_call(lambda: proc(images=image, return_tensors="pt",
+    proc_s, feats = timed(lambda: proc(images=image, return_tensors="pt",
                                               size={"shortest_edge": 65536, "longest_edge": max_pixels}), 1)
     pv, grid = feats["pixel_values"], feats["image_grid_thw"]
     sel_s, keep = timed(lambda: pixelprune.select_keep_mask(pv, grid), repeats)
