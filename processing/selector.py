@@ -148,8 +148,8 @@ class TokenSource:
 
     def rows(self, index: torch.Tensor) -> torch.Tensor:
         """Descriptors of the tokens in ``index`` (1-D int64) as ``(len(index), D)``."""
-        view = self.frames.index_select(0, index)
-        return (view.to(torch.float32) * self.std + self.mean).reshape(len(index), self.d)
+        desc = self.frames.index_select(0, index).to(torch.float32)  # a new tensor: scale in place
+        return desc.mul_(self.std).add_(self.mean).reshape(len(index), self.d)
 
     def all(self) -> torch.Tensor:
         return self.range(0, self.n)
@@ -250,8 +250,9 @@ def _gather_distance(src: TokenSource, i: np.ndarray, j: np.ndarray, metric: str
     ti = torch.from_numpy(np.ascontiguousarray(i, dtype=np.int64)).to(device)
     tj = torch.from_numpy(np.ascontiguousarray(j, dtype=np.int64)).to(device)
     for s in range(0, len(i), step):
-        d = distance(src.rows(ti[s : s + step]), src.rows(tj[s : s + step]), metric)
-        out[s : s + step] = d.cpu().numpy()
+        k = len(ti[s : s + step])
+        both = src.rows(torch.cat([ti[s : s + step], tj[s : s + step]]))  # one gather for both sides
+        out[s : s + step] = distance(both[:k], both[k:], metric).cpu().numpy()
     return out
 
 
