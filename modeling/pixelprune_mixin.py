@@ -42,9 +42,33 @@ except ImportError:  # pragma: no cover - older transformers are refused by tran
     def accepts_precomputed_kwargs(modality: str):  # noqa: D103
         return lambda func: func
 
+try:
+    from transformers.conversion_mapping import (
+        get_checkpoint_conversion_mapping,
+        register_checkpoint_conversion_mapping,
+    )
+except ImportError:  # pragma: no cover - older transformers are refused by transformers_compat
+    get_checkpoint_conversion_mapping = register_checkpoint_conversion_mapping = None
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["PixelPruneModelMixin", "PixelPruneForConditionalGenerationMixin", "keep_mask_forward"]
+
+
+def _register_stock_weight_conversions(cls: type) -> None:
+    """Give a PixelPrune class its stock model type's checkpoint conversions.
+
+    transformers applies a model type's conversions (e.g. Qwen3-VL-MoE's: the Hub stores fused
+    experts transposed) to classes defined outside transformers only when they are registered by
+    class name; without this a Hub Qwen3-VL-MoE checkpoint fails to load with a size mismatch.
+    """
+    if get_checkpoint_conversion_mapping is None:
+        return
+    model_type = getattr(getattr(cls, "config_class", None), "model_type", None)
+    mapping = get_checkpoint_conversion_mapping(model_type) if model_type else None
+    if mapping is not None:
+        # overwrite: the same module may be loaded again (remote code, reloads).
+        register_checkpoint_conversion_mapping(cls.__name__, mapping, overwrite=True)
 
 _KEEP_MASK_DOC = """
         image_keep_mask (`torch.BoolTensor` of shape `(num_image_tokens,)`, *optional*):
@@ -97,6 +121,10 @@ def _cache_length(kwargs: dict) -> int:
 
 class PixelPruneModelMixin:
     """For the inner ``*Model`` (vision tower + language model): pruned encoding and positions."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        _register_stock_weight_conversions(cls)
 
     @accepts_precomputed_kwargs(modality="image")
     def get_image_features(
@@ -195,6 +223,10 @@ class PixelPruneForConditionalGenerationMixin:
 
     #: The PixelPrune inner model class (a ``PixelPruneModelMixin`` subclass of the stock ``*Model``).
     pixelprune_model_class: type
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        _register_stock_weight_conversions(cls)
 
     def __init__(self, config, *args, **kwargs):
         # The stock constructor builds the stock inner model; replace it with ours (same modules,

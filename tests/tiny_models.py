@@ -248,7 +248,9 @@ def build_tiny_config(family: str, tokenizer, *, initializer_range: float = 0.1)
     if family.endswith("_moe"):
         text.update(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32)
         if family == "qwen3_vl_moe":
-            text.update(decoder_sparse_step=1, mlp_only_layers=[])
+            # Non-square fused experts (2 * 16 != 64), as in real checkpoints: transformers' loader
+            # tells the Hub layout from its own by shape, and a square one is ambiguous.
+            text.update(decoder_sparse_step=1, mlp_only_layers=[], moe_intermediate_size=16)
         else:
             text.update(shared_expert_intermediate_size=32)
         text.pop("intermediate_size")

@@ -49,7 +49,33 @@ def build_checkpoint(family: str, out_dir: Path) -> Path:
     python = hf_python() or sys.executable
     subprocess.run([python, str(HERE / "vllm_hf_reference.py"), "build", family, str(out_dir)], check=True,
                    capture_output=True)
+    if family == "qwen3_vl_moe":
+        to_hub_layout_qwen3_vl_moe(out_dir)
     return out_dir
+
+
+def to_hub_layout_qwen3_vl_moe(checkpoint: Path) -> None:
+    """Make a Qwen3-VL-MoE checkpoint saved from a fresh transformers model look like the Hub's.
+
+    transformers 5.x saves fused experts in its in-memory layout (``down_proj`` ``(E, H, I)``) and
+    transposes the Hub layout (``(E, I, H)``, ``gate_up_proj`` ``(E, H, 2I)``) on load, telling
+    the two apart by shape; vLLM always transposes (``is_fused_checkpoint_transposed``), so it
+    needs the Hub layout. The Hub configs also carry ``norm_topk_prob: true``, which vLLM's MoE
+    layers read (transformers' router always renormalises and does not define it).
+    """
+    from safetensors.torch import load_file, save_file
+
+    weights_path = checkpoint / "model.safetensors"
+    weights = load_file(weights_path)
+    for name, tensor in weights.items():
+        if name.endswith(("mlp.experts.gate_up_proj", "mlp.experts.down_proj")):
+            if tensor.shape[1] == tensor.shape[2]:
+                raise ValueError(f"{name} is square {tuple(tensor.shape)}: its layout would be ambiguous.")
+            weights[name] = tensor.transpose(1, 2).contiguous()
+    save_file(weights, weights_path, metadata={"format": "pt"})
+    config = json.loads((checkpoint / "config.json").read_text())
+    config["text_config"].setdefault("norm_topk_prob", True)
+    (checkpoint / "config.json").write_text(json.dumps(config, indent=2))
 
 
 def pixelprune_copy(stock_dir: Path, out_dir: Path, family: str, settings: dict | None = None) -> Path:
