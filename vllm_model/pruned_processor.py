@@ -13,7 +13,13 @@ The stock Qwen3-VL processor of vLLM runs the HF processor on the images alone, 
 * expands each image to its KEPT token count (so prompt length, KV cache and scheduling shrink);
 * disables pruning for the profiling dummies (plain white images would prune to one token and
   under-size the encoder budget);
-* logs kept / total image tokens per prompt at INFO.
+* logs kept / total image tokens per prompt at INFO (logger ``vllm.pixelprune.processor``).
+
+That log line is the observability interface: vLLM 0.32 has no hook for per-request multimodal
+statistics other than stage timings (``ObservabilityConfig.enable_mm_processor_stats``, internal,
+no CLI flag; the selector is timed inside its ``apply_hf_processor`` stage), and its token
+metrics (``vllm:prompt_tokens``, ``vllm:request_prompt_tokens``, ``usage.prompt_tokens``) already
+count the kept tokens, since each image is expanded to its kept count.
 """
 
 from __future__ import annotations
