@@ -24,6 +24,7 @@ from vllm_testing import (  # noqa: E402
     hf_python,
     pixelprune_copy,
     redundant_image,
+    save_images,
 )
 
 pytestmark = [
@@ -50,11 +51,7 @@ def test_parity_with_transformers(family, tmp_path_factory):
     work = tmp_path_factory.mktemp(f"vllm_{family}")
     configure_vllm_env(work)
     checkpoint = pixelprune_copy(build_checkpoint(family, work / "stock"), work / "pixelprune", family)
-    paths = []
-    for i, (_, images) in enumerate(cases):
-        paths.append([str(work / f"{i}_{j}.png") for j in range(len(images))])
-        for img, path in zip(images, paths[-1]):
-            img.save(path)
+    paths = save_images(work, [images for _, images in cases])
     hf = hf_generate(checkpoint, family, [{"prompt": p, "images": ps} for (p, _), ps in zip(cases, paths)],
                      MAX_NEW, work)
 

@@ -91,6 +91,16 @@ def pixelprune_copy(stock_dir: Path, out_dir: Path, family: str, settings: dict 
     return out_dir
 
 
+def save_images(work: Path, groups: list[list[Image.Image]]) -> list[list[str]]:
+    """Save each request's images as PNG under ``work`` (the transformers side reads files)."""
+    paths = []
+    for i, images in enumerate(groups):
+        paths.append([str(work / f"{i}_{j}.png") for j in range(len(images))])
+        for image, path in zip(images, paths[-1]):
+            image.save(path)
+    return paths
+
+
 def hf_generate(checkpoint: Path, family: str, cases: list[dict], max_new_tokens: int, work: Path) -> list[dict]:
     """Run the transformers PixelPrune classes on ``cases`` (see vllm_hf_reference.py)."""
     request, result = work / "hf_request.json", work / "hf_result.json"
