@@ -34,7 +34,7 @@ def step_fn(model, batch: dict):
         model.zero_grad(set_to_none=True)
         loss = model(**batch).loss
         loss.backward()
-        return float(loss)
+        return float(loss.detach())
 
     return step
 
