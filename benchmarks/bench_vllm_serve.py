@@ -38,6 +38,7 @@ import base64
 import io
 import json
 import os
+import re
 import shutil
 import socket
 import statistics
@@ -75,7 +76,10 @@ def build_stock_checkpoint(path: Path, spec: dict[str, Any]) -> None:
     import torch
     import transformers
 
-    from bench_prefill import QWEN3_VL_2B_TEXT, QWEN3_VL_2B_VISION
+    try:  # the benchmarks' shared model widths
+        from bench_models import QWEN3_VL_2B_TEXT, QWEN3_VL_2B_VISION
+    except ImportError:  # before bench_models.py (split out of bench_prefill.py) landed
+        from bench_prefill import QWEN3_VL_2B_TEXT, QWEN3_VL_2B_VISION
     from tiny_models import (
         CHAT_TEMPLATE, build_tiny_tokenizer, image_processor_dict, special_token_ids, video_processor_dict,
     )
@@ -259,6 +263,14 @@ def serve(checkpoint: Path, args: argparse.Namespace, log_path: Path):
             server.wait()
 
 
+def cpu_binding(log_path: Path) -> str:
+    """vLLM-CPU's OpenMP binding of the model worker, as its start-up log reports it (on 2 cores the
+    default binds the worker to one core and reserves the other for the API server process, which
+    decodes and preprocesses images, PixelPrune's selector included)."""
+    found = re.findall(r"(?:core ids|reserved_cpus)=\[[^\]]*\]", log_path.read_text())
+    return "model worker " + ", ".join(found) if found else "CPU binding not reported"
+
+
 async def run_workload(base_url: str, images: list[dict], args: argparse.Namespace) -> list[dict]:
     import openai
 
@@ -349,12 +361,12 @@ def main(argv: list[str] | None = None) -> int:
     images = prepare_images(args)
     print(f"# workload: {len(images)} images from {images[0]['source']}: "
           + ", ".join(f"{i['image']} {i['sent']}" for i in images), flush=True)
-    results, startup = {}, {}
+    results, startup, binding = {}, {}, {}
     for name, checkpoint in (("stock", stock), ("pixelprune", exported)):
         print(f"serving {name}: {checkpoint}", flush=True)
         with serve(checkpoint, args, args.work_dir / f"serve_{name}.log") as (base_url, startup_s):
-            print(f"  server up in {startup_s:.0f} s", flush=True)
-            startup[name] = startup_s
+            startup[name], binding[name] = startup_s, cpu_binding(args.work_dir / f"serve_{name}.log")
+            print(f"  server up in {startup_s:.0f} s; {binding[name]}", flush=True)
             results[name] = asyncio.run(run_workload(base_url, images, args))
     rows = side_by_side(results)
     for im in images:
@@ -365,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nimage tokens kept by PixelPrune (threshold 0): mean {statistics.fmean(retention):.0%} "
               f"(min {min(retention):.0%}, max {max(retention):.0%})")
     print(f"model: Qwen3-VL-2B widths, {args.vit_depth} ViT + {args.llm_layers} LLM layers (reduced depth), "
-          f"{args.dtype}, CPU; load average at the end {os.getloadavg()}")
+          f"{args.dtype}, CPU; vLLM {binding['stock']}; load average at the end {os.getloadavg()}")
     payload = dict(
         command=" ".join([Path(sys.executable).name, "benchmarks/bench_vllm_serve.py", *(argv or sys.argv[1:])]),
         model=dict(widths="Qwen3-VL-2B-Instruct", vit_depth=args.vit_depth, llm_layers=args.llm_layers,
@@ -373,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         workload=dict(max_pixels=args.max_pixels, max_tokens=args.max_tokens, ignore_eos=True,
                       requests_per_level=args.requests, duration_s=args.duration, concurrency=args.concurrency,
                       prefix_caching=False, mm_processor_cache=False, prompt=PROMPT, images=images),
-        server_startup_s=startup, levels=results, machine=info,
+        server_startup_s=startup, server_cpu_binding=binding, levels=results, machine=info,
         elapsed_s=time.perf_counter() - t_start,
     )
     finish("bench_vllm_serve", rows, COLUMNS, payload, args.quick)
