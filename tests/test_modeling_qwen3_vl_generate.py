@@ -153,7 +153,7 @@ def test_processor_chat_template_drives_generate(model, tokenizer):
     inputs = processor.apply_chat_template(
         messages, tokenize=True, add_generation_prompt=True, return_dict=True, return_tensors="pt"
     )
-    expected = build_inputs(tokenizer, [prompt_a()])
+    expected = build_inputs(tokenizer, [prompt_a()], vision_processor=processor.image_processor)
     for key in ("input_ids", "image_keep_mask", "pixel_values", "image_grid_thw", "mm_token_type_ids"):
         assert torch.equal(inputs[key], expected[key]), key
     generated = model.generate(**inputs, **GREEDY)

@@ -56,18 +56,21 @@ def image_processor():
     return Qwen2VLImageProcessorPil(**config)
 
 
-def build_inputs(tokenizer, prompts: list[list], *, prune: bool = True, padding_side: str = "left") -> dict:
+def build_inputs(tokenizer, prompts: list[list], *, prune: bool = True, padding_side: str = "left",
+                 vision_processor=None) -> dict:
     """Model inputs for a batch of prompts, each a list of text strings and PIL images.
 
     With ``prune=True`` each image expands to its kept count of ``<|image_pad|>`` and the dict holds
     ``image_keep_mask`` (threshold 0, the selector's defaults), as the PixelPrune processor does;
     with ``prune=False`` the inputs are the stock processor's (every token of every image).
+    ``vision_processor`` replaces the default PIL-backend image processor (e.g. a processor's own,
+    which is the torchvision backend when torchvision is installed).
     """
     images = [part for prompt in prompts for part in prompt if isinstance(part, Image.Image)]
     batch: dict = {}
     kept_counts: list[int] = []
     if images:
-        vision = image_processor()(images=images, return_tensors="pt")
+        vision = (vision_processor or image_processor())(images=images, return_tensors="pt")
         batch["pixel_values"], batch["image_grid_thw"] = vision["pixel_values"], vision["image_grid_thw"]
         tokens = [int(t * h * w) // 4 for t, h, w in batch["image_grid_thw"].tolist()]
         if prune:
