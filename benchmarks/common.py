@@ -164,6 +164,48 @@ def finish(name: str, summary: list[dict], columns: list[tuple[str, str, str]], 
     note = load_warning()
     if note:
         print(f"\nNOTE: {note}")
-    path = write_json(name, dict(payload, summary=summary, table_markdown=table, note=note), quick)
-    print(f"\nwrote {path}")
+    payload = dict(payload, summary=summary, table_markdown=table, note=note)
+    path = write_json(name, payload, quick)
+    print(f"\n{loadavg_note(payload)}\nwrote {path}")
     return path
+
+
+def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1) -> dict[str, dict[str, Any]]:
+    """Time the variants of one measurement (e.g. stock and PixelPrune) interleaved.
+
+    Each variant runs ``warmup`` untimed calls, then ``repeats`` rounds each call every variant once,
+    the order rotating from round to round (AB, BA, AB, ...): slow drift and order effects (caches,
+    allocator, frequency, other jobs on a shared machine) then hit every variant alike instead of
+    biasing the one that always runs first. Returns per name ``wall`` and ``cpu`` (lists of seconds,
+    one per round, in round order: paired across variants) and ``out`` (the last result).
+    """
+    names = list(fns)
+    res = {n: dict(wall=[], cpu=[], out=None) for n in names}
+    for n in names:
+        for _ in range(warmup):
+            res[n]["out"] = fns[n]()
+    for r in range(max(1, repeats)):
+        shift = r % len(names)
+        for n in names[shift:] + names[:shift]:
+            w0, c0 = time.perf_counter(), time.process_time()
+            res[n]["out"] = fns[n]()
+            res[n]["cpu"].append(time.process_time() - c0)
+            res[n]["wall"].append(time.perf_counter() - w0)
+    return res
+
+
+def spread(xs: list[float]) -> float:
+    """Run-to-run noise of repeated timings: (max - min) / median."""
+    return (max(xs) - min(xs)) / median(xs) if xs else float("nan")
+
+
+def paired_ratios(a: list[float], b: list[float]) -> list[float]:
+    """Round-by-round ratios a[i] / b[i] of two interleaved variants (same rounds, same disturbances)."""
+    return [x / y for x, y in zip(a, b)]
+
+
+def loadavg_note(payload: dict[str, Any]) -> str:
+    """'load average a -> b' (1-minute values at the start and end of a run) from a result's machine info."""
+    m = payload.get("machine", {})
+    start, end = m.get("loadavg_start"), m.get("loadavg_end")
+    return f"load average (1 min) {start[0]:.2f} at start -> {end[0]:.2f} at end" if start and end else ""
