@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-class", type=int, default=3, help="images per (type, resolution)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--out", default=None, help="result name (default bench_selector[_threadsN])")
     ap.add_argument("--profile", action="store_true", help="record each mode's top functions (cProfile) in the JSON")
     ap.add_argument("--no-reference", action="store_true", help="skip the naive per-token reference")
     args = ap.parse_args(argv)
@@ -155,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         r = rows[-1]
         print(f"[{i + 1}/{len(records)}] {r['image']} {r['grid']} t0 {r['t0_us']:.2f} us/tok, "
               f"anchored {r['anchored_us']:.2f}, processor {r['processor_us']:.1f}", flush=True)
-    finish("bench_selector", summarise(rows), COLUMNS, dict(
+    name = args.out or ("bench_selector" if not args.threads else f"bench_selector_threads{args.threads}")
+    finish(name, summarise(rows), COLUMNS, dict(
         machine=info, processor_backend=proc.backend_name, threshold=THRESHOLD, repeats=repeats,
         targets=dict(t0_us=TARGET_T0_US, t0_share=TARGET_T0_SHARE, anchored_us=TARGET_ANCHORED_US),
         images=rows), args.quick)
