@@ -256,8 +256,11 @@ def _gather_distance(src: TokenSource, i: np.ndarray, j: np.ndarray, metric: str
     return out
 
 
-def _pred2d_sliding(h: np.ndarray, v: np.ndarray, tau: float) -> np.ndarray:
-    """Sliding (and threshold-0) pred_2d, fully vectorised. Returns keep (gh, gw) bool."""
+def _pred2d_sliding(h: np.ndarray, v: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray]:
+    """Sliding (and threshold-0) pred_2d, fully vectorised.
+
+    Returns ``keep`` (gh, gw) bool and each token's distance to the neighbour it was predicted
+    from (inf for token (0, 0))."""
     sim_a = h <= tau  # X ~ A (left)
     sim_b = v <= tau  # X ~ B (up)
     use_b = np.zeros_like(sim_a)
@@ -266,17 +269,26 @@ def _pred2d_sliding(h: np.ndarray, v: np.ndarray, tau: float) -> np.ndarray:
     use_b[1:, 1:] = sim_b[1:, :-1] & ~sim_a[:-1, 1:]
     keep = ~np.where(use_b, sim_b, sim_a)
     keep[0, 0] = True
-    return keep
+    return keep, np.where(use_b, v, h)
 
 
 class _Pred2dAnchored:
     """Anchored pred_2d as a wavefront over anti-diagonals (see module docstring).
 
-    ``ref[i]`` is the kept token whose descriptor stands in for token ``i`` (itself when kept).
-    Distances that are already known are not recomputed: between two kept neighbours it is ``H`` or
-    ``V``; between equal references it is 0; and a token bit-for-bit identical to a pruned neighbour
-    is within ``tau`` of that neighbour's reference (every pruned token is, by construction), which
-    is all a "similar?" question needs. Only the remaining pairs gather descriptors.
+    ``ref[i]`` is a token whose original descriptor equals token ``i``'s reconstruction: ``i``
+    itself while the reconstruction is the original (kept tokens, and pruned tokens identical to
+    what stands in for them), else the kept token standing in for it. Distances that are already
+    known are not recomputed: between two tokens that are their own references it is ``H`` or
+    ``V``; between equal references it is 0; and a token bit-for-bit identical to a neighbour
+    with another reference is within ``tau`` of that reference (every pruned token is, by
+    construction), which is all a "similar?" question needs. Only the remaining pairs gather
+    descriptors.
+
+    Anchored and sliding modes differ only downstream of a *lossy* prune (a token pruned while not
+    identical to its prediction): until then every reconstruction is the original. A cell depends
+    on its left, upper and upper-left neighbours only, so a lossy cell (r0, c0) can influence only
+    cells with r >= r0 and c >= c0. The sliding result stands everywhere else, and the wavefront
+    runs only over that union of quadrants (on documents, usually a small part of the grid).
     """
 
     def __init__(self, src: TokenSource, metric: str, tau: float, h: np.ndarray, v: np.ndarray) -> None:
@@ -284,12 +296,20 @@ class _Pred2dAnchored:
         self.src, self.gw, self.metric, self.tau = src, gw, metric, tau
         n = gh * gw
         self.h, self.v = h.reshape(n), v.reshape(n)
-        self.ref = np.zeros(n, dtype=np.int64)
-        self.keep = np.zeros(n, dtype=bool)
-        self.keep[0] = True
-        for k in range(1, gh + gw - 1):
+        keep, pred_dist = _pred2d_sliding(h, v, tau)
+        lossy = ~keep & (pred_dist > 0)
+        affected = np.logical_or.accumulate(np.logical_or.accumulate(lossy, axis=0), axis=1)
+        self.keep = keep.reshape(n).copy()
+        self.ref = np.arange(n, dtype=np.int64)  # unaffected cells: reconstruction == original
+        if not affected.any():
+            return
+        rows, cols = np.nonzero(affected)
+        for k in range(int((rows + cols).min()), gh + gw - 1):
             rr = np.arange(max(0, k - gw + 1), min(k, gh - 1) + 1)
-            self._step(rr, k - rr)
+            cc = k - rr
+            on = affected[rr, cc]
+            if on.any():
+                self._step(rr[on], cc[on])
 
     def _similar_refs(self, x: np.ndarray, y: np.ndarray, xy: np.ndarray) -> np.ndarray:
         """similar(desc[ref[x]], desc[ref[y]]) for neighbouring tokens x, y at distance ``xy``."""
@@ -424,7 +444,7 @@ def select_image(
     is_anchored = threshold > 0 if anchored is None else bool(anchored)
     if method == "pred_2d":
         if threshold == 0 or not is_anchored:  # threshold 0: anchored == sliding exactly
-            keep = _pred2d_sliding(h_np, v_np, threshold)
+            keep = _pred2d_sliding(h_np, v_np, threshold)[0]
         else:
             keep = _Pred2dAnchored(src, metric, threshold, h_np, v_np).keep
         return torch.from_numpy(np.ascontiguousarray(keep.reshape(src.n)))
