@@ -43,9 +43,9 @@ __all__ = [
     "distance",
 ]
 
-# Elements (float32) per chunk when computing neighbour distances: ~4 MiB keeps the working set
-# near the last-level cache of small CPUs.
-_CHUNK_ELEMENTS = 1 << 20
+# Elements per band when computing neighbour distances (16 MiB of float32): measured on the 2-core
+# CI VM, 2-4M elements beat 256K-1M by ~10% (fewer Python-level ops; the data stay in L3).
+_CHUNK_ELEMENTS = 1 << 22
 
 
 @dataclass(frozen=True)
