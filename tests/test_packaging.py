@@ -4,6 +4,7 @@ its data files and entry points, and works when installed on its own."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -16,9 +17,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
+    # Build from a copy without build artefacts: a stale build/ folder in the checkout would
+    # otherwise hand old files to the wheel and hide a broken package mapping.
+    source = tmp_path_factory.mktemp("source") / "pixelprune"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+        ".git", "build", "dist", "*.egg-info", "__pycache__", "data", ".pytest_cache", ".hypothesis"))
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(REPO)],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(source)],
         check=True, capture_output=True, text=True,
     )
     (path,) = out.glob("pixelprune-*.whl")
