@@ -230,6 +230,7 @@ def server_env(work_dir: Path) -> dict[str, str]:
 def serve(checkpoint: Path, args: argparse.Namespace, log_path: Path):
     """Start the OpenAI-compatible server on ``checkpoint``; yield (base_url, start-up seconds)."""
     import openai
+    from vllm_testing import stop_server
 
     port = free_port()
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(checkpoint),
@@ -255,12 +256,7 @@ def serve(checkpoint: Path, args: argparse.Namespace, log_path: Path):
                 time.sleep(1)
         yield f"http://127.0.0.1:{port}/v1", time.perf_counter() - t0
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_server(server)
 
 
 def cpu_binding(log_path: Path) -> str:

@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("vllm")
 openai = pytest.importorskip("openai")
 
-from vllm_testing import build_checkpoint, configure_vllm_env, pixelprune_copy, redundant_image  # noqa: E402
+from vllm_testing import build_checkpoint, configure_vllm_env, pixelprune_copy, redundant_image, stop_server  # noqa: E402
 
 pytestmark = pytest.mark.slow
 FAMILY = "qwen3_vl"
@@ -86,12 +86,7 @@ def test_vllm_serve_openai_chat_with_pruned_image(checkpoint, tmp_path):
         assert full.usage.prompt_tokens - pruned.usage.prompt_tokens >= 10
         assert "PixelPrune: 1 image(s), kept" in log_path.read_text()
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_server(server)
     assert server.returncode is not None
 
 

@@ -133,3 +133,13 @@ def smooth_image(width: int = 128, height: int = 96) -> Image.Image:
 def noise_image(width: int = 96, height: int = 64, seed: int = 0) -> Image.Image:
     rng = np.random.default_rng(seed)
     return Image.fromarray(rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8))
+
+
+def stop_server(server: subprocess.Popen, timeout: float = 60) -> None:
+    """Terminate a server subprocess, killing it if it does not exit within ``timeout`` seconds."""
+    server.terminate()
+    try:
+        server.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
