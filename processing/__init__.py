@@ -8,7 +8,6 @@ from .selector import (
     TokenSource,
     select_keep_mask,
     select_tokens,
-    token_descriptors,
 )
 from .settings import METHODS, METRICS, PixelPruneSettings
 
@@ -23,5 +22,4 @@ __all__ = [
     "TokenSource",
     "select_keep_mask",
     "select_tokens",
-    "token_descriptors",
 ]

@@ -38,7 +38,6 @@ __all__ = [
     "select_keep_mask",
     "keep_mask_from_indices",
     "TokenSource",
-    "token_descriptors",
     "select_image",
     "distance",
 ]
@@ -115,7 +114,8 @@ class TokenSource:
     """
 
     def __init__(self, image_pixel_values: torch.Tensor, grid_h: int, grid_w: int, *, spec: GridSpec,
-                 image_mean: torch.Tensor, image_std: torch.Tensor) -> None:
+                 image_mean: torch.Tensor, image_std: torch.Tensor, index: int = 0) -> None:
+        self.index = index  # names the image in errors
         m2 = spec.merge_size**2
         self.gh, self.gw = grid_h // spec.merge_size, grid_w // spec.merge_size
         self.n = self.gh * self.gw
@@ -151,30 +151,10 @@ class TokenSource:
         desc = self.frames.index_select(0, index).to(torch.float32)  # a new tensor: scale in place
         return desc.mul_(self.std).add_(self.mean).reshape(len(index), self.d)
 
-    def all(self) -> torch.Tensor:
-        return self.range(0, self.n)
-
-    def assert_finite(self, index: int) -> None:
+    def assert_finite(self) -> None:
         """Raise if any of this image's (first-frame) pixels is NaN or inf."""
         if not bool(torch.isfinite(self.frames).all()):
-            raise ValueError(f"Image {index} has non-finite pixel values (NaN or inf) in pixel_values.")
-
-
-def token_descriptors(
-    image_pixel_values: torch.Tensor,
-    grid_h: int,
-    grid_w: int,
-    *,
-    spec: GridSpec,
-    image_mean: torch.Tensor,
-    image_std: torch.Tensor,
-) -> torch.Tensor:
-    """De-normalised first-frame descriptors, shape ``(tokens, D)`` float32, raster token order.
-
-    ``image_pixel_values`` holds one image's rows of ``pixel_values`` (patch grid ``grid_h x grid_w``).
-    """
-    return TokenSource(image_pixel_values, grid_h, grid_w, spec=spec,
-                       image_mean=image_mean, image_std=image_std).all()
+            raise ValueError(f"Image {self.index} has non-finite pixel values (NaN or inf) in pixel_values.")
 
 
 def _neighbour_distances(src: TokenSource, metric: str, exact: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -215,7 +195,7 @@ def _neighbour_distances(src: TokenSource, metric: str, exact: bool = False) -> 
         if exact:
             band = src.range_raw(r0 * gw, r1 * gw, out=bufs[i % 2])
             if not math.isfinite(float(band.sum(dtype=torch.float32))):
-                src.assert_finite(-1)
+                src.assert_finite()
             if as_words:
                 band = band.view(torch.int64)
             band = band.view(r1 - r0, gw, -1)
@@ -418,29 +398,23 @@ def select_image(
     metric: str = "max",
     method: str = "pred_2d",
     anchored: bool | None = None,
-    index: int = 0,
 ) -> torch.Tensor:
     """Keep mask ``(tokens,)`` bool (CPU, raster order) for one image.
 
-    Arguments are assumed validated (see :func:`select_tokens`); ``index`` only names the image in
-    errors.
+    Arguments are assumed validated (see :func:`select_tokens`).
     """
     if src.n == 1:
-        src.assert_finite(index)
+        src.assert_finite()
         return torch.ones(1, dtype=torch.bool)
     exact = threshold == 0
-    try:
-        h, v = _neighbour_distances(src, metric, exact=exact)
-    except ValueError:
-        src.assert_finite(index)  # re-raise naming the image
-        raise
+    h, v = _neighbour_distances(src, metric, exact=exact)
     h_np, v_np = h.cpu().numpy(), v.cpu().numpy()
     if not exact:
         # Every token is in a neighbour pair and NaN/inf propagate into its distance, so finite
         # distances prove finite pixels without another pass; else check (overflow is legal).
         defined = np.concatenate([h_np[:, 1:].reshape(-1), v_np[1:].reshape(-1)])
         if not np.isfinite(defined).all():
-            src.assert_finite(index)
+            src.assert_finite()
     is_anchored = threshold > 0 if anchored is None else bool(anchored)
     if method == "pred_2d":
         if threshold == 0 or not is_anchored:  # threshold 0: anchored == sliding exactly
@@ -507,10 +481,10 @@ def _select(
     for i, (t, h, w) in enumerate(grids):
         rows = t * h * w
         src = TokenSource(pixel_values[offset : offset + rows], h, w, spec=spec,
-                          image_mean=mean, image_std=std)
+                          image_mean=mean, image_std=std, index=i)
         offset += rows
         masks.append(select_image(src, threshold=threshold, metric=metric, method=method,
-                                  anchored=anchored, index=i))
+                                  anchored=anchored))
     return masks
 
 
