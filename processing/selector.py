@@ -23,14 +23,13 @@ Performance notes (why the code looks the way it does):
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from .settings import validate_method, validate_metric, validate_threshold
+from .token_distances import GridSpec, TokenSource, distance, gather_distance, neighbour_distances
 
 __all__ = [
     "GridSpec",
@@ -41,45 +40,6 @@ __all__ = [
     "select_image",
     "distance",
 ]
-
-# Elements per band when computing neighbour distances (16 MiB of float32): measured on the 2-core
-# CI VM, 2-4M elements beat 256K-1M by ~10% (fewer Python-level ops; the data stay in L3).
-_CHUNK_ELEMENTS = 1 << 22
-
-
-@dataclass(frozen=True)
-class GridSpec:
-    """How the image processor laid out ``pixel_values`` (Qwen3-VL / Qwen3.5 defaults)."""
-
-    merge_size: int = 2
-    temporal_patch_size: int = 2
-    patch_size: int = 16
-    channels: int = 3
-
-    @property
-    def row_width(self) -> int:
-        """Columns of ``pixel_values``: C * T * P * P."""
-        return self.channels * self.temporal_patch_size * self.patch_size**2
-
-    @property
-    def descriptor_size(self) -> int:
-        """Values in one token descriptor: merge**2 * C * P * P (first temporal frame)."""
-        return self.merge_size**2 * self.channels * self.patch_size**2
-
-
-def distance(a: torch.Tensor, b: torch.Tensor, metric: str) -> torch.Tensor:
-    """Distance between descriptors along the last dimension, in float32.
-
-    ``max``: max |a - b|; ``mae``: mean |a - b|; ``rmse``: sqrt(mean((a - b)^2)).
-    """
-    d = a.to(torch.float32) - b.to(torch.float32)
-    if metric == "max":
-        return d.abs_().amax(dim=-1)
-    if metric == "mae":
-        return d.abs_().mean(dim=-1)
-    if metric == "rmse":
-        return d.square_().mean(dim=-1).sqrt_()
-    raise ValueError(f"Unknown PixelPrune metric {metric!r}; allowed: 'max', 'mae', 'rmse'.")
 
 
 def _as_grid(image_grid_thw: torch.Tensor | Sequence[Sequence[int]]) -> list[tuple[int, int, int]]:
@@ -105,137 +65,6 @@ def _validate_image_grid(index: int, t: int, h: int, w: int, merge_size: int) ->
         )
 
 
-class TokenSource:
-    """One image's tokens, read straight from its rows of ``pixel_values``.
-
-    Descriptors (first temporal frame, de-normalised, float32) are built on demand, a few rows or
-    a chunk at a time, so the full ``(tokens, D)`` float32 copy is never materialised: at 4K that
-    copy alone costs more than the whole threshold-0 selection.
-    """
-
-    def __init__(self, image_pixel_values: torch.Tensor, grid_h: int, grid_w: int, *, spec: GridSpec,
-                 image_mean: torch.Tensor, image_std: torch.Tensor, index: int = 0) -> None:
-        self.index = index  # names the image in errors
-        m2 = spec.merge_size**2
-        self.gh, self.gw = grid_h // spec.merge_size, grid_w // spec.merge_size
-        self.n = self.gh * self.gw
-        self.d = spec.descriptor_size
-        # (tokens, merge^2, C, P*P) view of the first temporal frame: no copy
-        self.frames = image_pixel_values.reshape(
-            self.n, m2, spec.channels, spec.temporal_patch_size, spec.patch_size**2
-        )[:, :, :, 0, :]
-        self.std = image_std.to(device=self.frames.device, dtype=torch.float32).view(1, 1, -1, 1)
-        self.mean = image_mean.to(device=self.frames.device, dtype=torch.float32).view(1, 1, -1, 1)
-
-    def range(self, start: int, stop: int, out: torch.Tensor | None = None) -> torch.Tensor:
-        """Descriptors of tokens ``start..stop-1`` as ``(stop - start, D)``; ``out`` is reused."""
-        view = self.frames[start:stop]
-        if out is None:
-            out = torch.empty(view.shape, dtype=torch.float32, device=view.device)
-        else:
-            out = out[: view.numel()].view(view.shape)
-        torch.mul(view, self.std, out=out)  # x * std + mean, as ALGORITHM.md writes it
-        out += self.mean
-        return out.view(stop - start, self.d)
-
-    def range_raw(self, start: int, stop: int, out: torch.Tensor) -> torch.Tensor:
-        """Tokens ``start..stop-1`` as stored (normalised, input dtype), contiguous, ``(n, D)``;
-        ``out`` is a flat scratch buffer of the input dtype."""
-        view = self.frames[start:stop]
-        band = out[: view.numel()].view(view.shape)
-        band.copy_(view)
-        return band.view(stop - start, self.d)
-
-    def rows(self, index: torch.Tensor) -> torch.Tensor:
-        """Descriptors of the tokens in ``index`` (1-D int64) as ``(len(index), D)``."""
-        desc = self.frames.index_select(0, index).to(torch.float32)  # a new tensor: scale in place
-        return desc.mul_(self.std).add_(self.mean).reshape(len(index), self.d)
-
-    def assert_finite(self) -> None:
-        """Raise if any of this image's (first-frame) pixels is NaN or inf."""
-        if not bool(torch.isfinite(self.frames).all()):
-            raise ValueError(f"Image {self.index} has non-finite pixel values (NaN or inf) in pixel_values.")
-
-
-def _neighbour_distances(src: TokenSource, metric: str, exact: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """``H[r, c]`` = d(token(r, c), token(r, c-1)) and ``V[r, c]`` = d(token(r, c), token(r-1, c));
-    +inf where the neighbour does not exist.
-
-    One streaming pass over the pixels: tokens are copied a cache-sized band of token rows at a
-    time into a reused contiguous buffer (two buffers alternate so the previous band's last row
-    stays valid for the vertical distances); every later operation then runs in cache.
-
-    ``exact`` (threshold 0) only asks "identical or not": distances are 0 (bit-identical
-    normalised pixels) or inf, compared 64 bits at a time without de-normalising. Bit-identical
-    inputs de-normalise identically, so every token this prunes has distance 0 as the spec
-    requires; the converse can only fail for values within an ulp of each other, which decoded
-    8/16-bit images never produce, and then the token is kept (never lossy). Finiteness is checked
-    per band (a sum is finite iff no NaN/inf, barring overflow, which falls back to an exact check).
-    """
-    gh, gw, dim = src.gh, src.gw, src.d
-    device = src.frames.device
-    h = torch.full((gh, gw), math.inf, dtype=torch.float32, device=device)
-    v = torch.full((gh, gw), math.inf, dtype=torch.float32, device=device)
-    rows = max(1, min(gh, _CHUNK_ELEMENTS // max(1, gw * dim)))
-    dtype = src.frames.dtype if exact else torch.float32
-    bufs = [torch.empty(rows * gw * dim, dtype=dtype, device=device) for _ in range(2)]
-    scratch = torch.empty(rows * gw * dim, dtype=torch.float32, device=device)
-    as_words = exact and (dim * src.frames.element_size()) % 8 == 0
-    prev_last: torch.Tensor | None = None
-
-    def pair(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        if not exact:
-            return _distance_into(a, b, metric, scratch)
-        # min over the uint8 view of the comparison: ~1.5x faster than bool .all() on CPU
-        same = torch.eq(a, b).view(torch.uint8).amin(dim=-1) == 1
-        return torch.where(same, 0.0, math.inf)
-
-    for i, r0 in enumerate(range(0, gh, rows)):
-        r1 = min(gh, r0 + rows)
-        if exact:
-            band = src.range_raw(r0 * gw, r1 * gw, out=bufs[i % 2])
-            if not math.isfinite(float(band.sum(dtype=torch.float32))):
-                src.assert_finite()
-            if as_words:
-                band = band.view(torch.int64)
-            band = band.view(r1 - r0, gw, -1)
-        else:
-            band = src.range(r0 * gw, r1 * gw, out=bufs[i % 2]).view(r1 - r0, gw, dim)
-        if gw > 1:
-            h[r0:r1, 1:] = pair(band[:, 1:], band[:, :-1])
-        if r1 - r0 > 1:
-            v[r0 + 1 : r1] = pair(band[1:], band[:-1])
-        if prev_last is not None:
-            v[r0] = pair(band[0], prev_last)
-        prev_last = band[-1]
-    return h, v
-
-
-def _distance_into(a: torch.Tensor, b: torch.Tensor, metric: str, buf: torch.Tensor) -> torch.Tensor:
-    """:func:`distance` for float32 inputs, using ``buf`` as scratch for the difference."""
-    d = buf[: a.numel()].view(a.shape)
-    torch.sub(a, b, out=d)
-    if metric == "max":
-        return d.abs_().amax(dim=-1)
-    if metric == "mae":
-        return d.abs_().mean(dim=-1)
-    return d.square_().mean(dim=-1).sqrt_()
-
-
-def _gather_distance(src: TokenSource, i: np.ndarray, j: np.ndarray, metric: str) -> np.ndarray:
-    """d(token i, token j) for index arrays, chunked; returns float32 numpy."""
-    out = np.empty(len(i), dtype=np.float32)
-    step = max(1, _CHUNK_ELEMENTS // src.d)
-    device = src.frames.device
-    ti = torch.from_numpy(np.ascontiguousarray(i, dtype=np.int64)).to(device)
-    tj = torch.from_numpy(np.ascontiguousarray(j, dtype=np.int64)).to(device)
-    for s in range(0, len(i), step):
-        k = len(ti[s : s + step])
-        both = src.rows(torch.cat([ti[s : s + step], tj[s : s + step]]))  # one gather for both sides
-        out[s : s + step] = distance(both[:k], both[k:], metric).cpu().numpy()
-    return out
-
-
 def _pred2d_sliding(h: np.ndarray, v: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray]:
     """Sliding (and threshold-0) pred_2d, fully vectorised.
 
@@ -252,28 +81,68 @@ def _pred2d_sliding(h: np.ndarray, v: np.ndarray, tau: float) -> tuple[np.ndarra
     return keep, np.where(use_b, v, h)
 
 
+class _PairDistances:
+    """Exact distances between token pairs, each pair computed once per image.
+
+    The anchored wavefront compares references (kept tokens standing in for pruned ones), and the
+    same pair of references meets again and again along a boundary between two pruned regions:
+    on 4K screenshots 4-7x fewer pairs are gathered with this memo. d(i, j) == d(j, i) bit for
+    bit (fl(a - b) == -fl(b - a)), so pairs are stored unordered."""
+
+    def __init__(self, src: TokenSource, metric: str) -> None:
+        self.src, self.metric, self.n = src, metric, src.n
+        self.keys = np.empty(0, dtype=np.int64)  # sorted min(i, j) * n + max(i, j)
+        self.values = np.empty(0, dtype=np.float32)
+
+    def __call__(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        keys = np.minimum(i, j) * self.n + np.maximum(i, j)
+        pos = np.minimum(np.searchsorted(self.keys, keys), max(0, len(self.keys) - 1))
+        found = self.keys[pos] == keys if len(self.keys) else np.zeros(len(keys), dtype=bool)
+        out = np.empty(len(keys), dtype=np.float32)
+        out[found] = self.values[pos[found]]
+        if not found.all():
+            new, inverse = np.unique(keys[~found], return_inverse=True)
+            values = gather_distance(self.src, new // self.n, new % self.n, self.metric)
+            out[~found] = values[inverse.reshape(-1)]
+            at = np.searchsorted(self.keys, new)
+            self.keys = np.insert(self.keys, at, new)
+            self.values = np.insert(self.values, at, values)
+        return out
+
+
 class _Pred2dAnchored:
-    """Anchored pred_2d as a wavefront over anti-diagonals (see module docstring).
+    """Anchored pred_2d, exactly the sequential definition, computed mostly in whole-grid passes.
 
-    ``ref[i]`` is a token whose original descriptor equals token ``i``'s reconstruction: ``i``
-    itself while the reconstruction is the original (kept tokens, and pruned tokens identical to
-    what stands in for them), else the kept token standing in for it. Distances that are already
-    known are not recomputed: between two tokens that are their own references it is ``H`` or
-    ``V``; between equal references it is 0; and a token bit-for-bit identical to a neighbour
-    with another reference is within ``tau`` of that reference (every pruned token is, by
-    construction), which is all a "similar?" question needs. Only the remaining pairs gather
-    descriptors.
+    State of a cell: kept or not and, if pruned, its predictor (left or up). ``ref[i]`` is a
+    token whose original descriptor equals token ``i``'s reconstruction: ``i`` itself for kept
+    tokens and wherever the reconstruction is the original, else the kept token at the end of
+    ``i``'s chain of predictors. Distances that are already known are not recomputed: between
+    two tokens that are their own references it is ``H`` or ``V``; between equal references it
+    is 0; and a token identical to a neighbour with another reference is within ``tau`` of that
+    reference (every pruned token is, by construction), which is all a "similar?" question needs.
+    Only the remaining pairs gather descriptors, each pair once (:class:`_PairDistances`).
 
-    Anchored and sliding modes differ only downstream of a *lossy* prune (a token pruned while not
-    identical to its prediction): until then every reconstruction is the original. A cell depends
-    on its left, upper and upper-left neighbours only, so a lossy cell (r0, c0) can influence only
-    cells with r >= r0 and c >= c0. The sliding result stands everywhere else, and the wavefront
-    runs only over that union of quadrants (on documents, usually a small part of the grid).
+    Where it runs: anchored and sliding modes differ only downstream of a *lossy* prune (a token
+    pruned while not identical to its prediction): until then every reconstruction is the
+    original. A cell depends on its left, upper and upper-left neighbours only, so a lossy cell
+    (r0, c0) can influence only cells with r >= r0 and c >= c0. The sliding result stands
+    everywhere else; only that union of quadrants (the *affected* cells) is computed.
+
+    How: a cell's state is a function F of the states of cells on earlier anti-diagonals. Start
+    from a candidate state G (the sliding result) and evaluate F on every affected cell at once.
+    If F(G) == G, G is the sequential result (induction over anti-diagonals). Otherwise let k be
+    the first anti-diagonal where they differ: G is correct before k and F(G) is correct up to k,
+    so G := F(G) advances the proven frontier by at least one diagonal per pass, usually by many.
+    After ``_PASSES`` passes the rest runs as a wavefront from the frontier, one anti-diagonal
+    per step (at most grid_h + grid_w steps, as ALGORITHM.md describes).
     """
+
+    _PASSES = 4
 
     def __init__(self, src: TokenSource, metric: str, tau: float, h: np.ndarray, v: np.ndarray) -> None:
         gh, gw = src.gh, src.gw
-        self.src, self.gw, self.metric, self.tau = src, gw, metric, tau
+        self.gw, self.tau = gw, tau
+        self.pair_distance = _PairDistances(src, metric)
         n = gh * gw
         self.h, self.v = h.reshape(n), v.reshape(n)
         keep, pred_dist = _pred2d_sliding(h, v, tau)
@@ -281,15 +150,46 @@ class _Pred2dAnchored:
         affected = np.logical_or.accumulate(np.logical_or.accumulate(lossy, axis=0), axis=1)
         self.keep = keep.reshape(n).copy()
         self.ref = np.arange(n, dtype=np.int64)  # unaffected cells: reconstruction == original
-        if not affected.any():
+        cells = np.flatnonzero(affected)  # raster order
+        if not len(cells):
             return
-        rows, cols = np.nonzero(affected)
-        for k in range(int((rows + cols).min()), gh + gw - 1):
-            rr = np.arange(max(0, k - gw + 1), min(k, gh - 1) + 1)
-            cc = k - rr
-            on = affected[rr, cc]
-            if on.any():
-                self._step(rr[on], cc[on])
+        rr, cc = np.divmod(cells, gw)
+        diagonal = rr + cc
+        # candidate predictors: the sliding ones
+        pred = self._evaluate(cells, rr, cc, sliding=True)[1]
+        frontier = int(diagonal.min())  # cells on earlier anti-diagonals are proven correct
+        for _ in range(self._PASSES):
+            self.ref[cells] = np.where(self.keep[cells], cells, pred)
+            self._resolve_refs(cells)
+            keep_new, pred_new = self._evaluate(cells, rr, cc)
+            changed = (keep_new != self.keep[cells]) | (~keep_new & (pred_new != pred))
+            if not changed.any():
+                return  # a fixpoint: the sequential result, refs included
+            self.keep[cells], pred = keep_new, pred_new
+            frontier = int(diagonal[changed].min()) + 1  # F(G) is proven correct before this
+        # wavefront from the frontier; cells before it are final
+        done = diagonal < frontier
+        self.ref[cells] = np.where(self.keep[cells] | ~done, cells, pred)
+        self._resolve_refs(cells[done])
+        order = np.argsort(diagonal[~done], kind="stable")
+        todo, d_todo = cells[~done][order], diagonal[~done][order]
+        bounds = np.flatnonzero(np.diff(d_todo)) + 1
+        for group in np.split(np.arange(len(todo)), bounds):
+            idx = todo[group]
+            r, c = np.divmod(idx, gw)
+            keep_step, pred_step = self._evaluate(idx, r, c)
+            self.keep[idx] = keep_step
+            self.ref[idx] = np.where(keep_step, idx, self.ref[pred_step])
+
+    def _resolve_refs(self, cells: np.ndarray) -> None:
+        """Follow ``ref`` links from ``cells`` to tokens that are their own reference (pointer
+        doubling: log2 of the longest chain passes). Links always point to earlier tokens."""
+        ref = self.ref
+        while True:
+            nxt = ref[ref[cells]]
+            if np.array_equal(nxt, ref[cells]):
+                return
+            ref[cells] = nxt
 
     def _similar_refs(self, x: np.ndarray, y: np.ndarray, xy: np.ndarray) -> np.ndarray:
         """similar(desc[ref[x]], desc[ref[y]]) for neighbouring tokens x, y at distance ``xy``."""
@@ -303,34 +203,38 @@ class _Pred2dAnchored:
         out[np.isnan(out) & (x_kept | y_kept) & (xy == 0)] = 0.0
         m = np.isnan(out)
         if m.any():
-            out[m] = _gather_distance(self.src, rx[m], ry[m], self.metric)
+            out[m] = self.pair_distance(rx[m], ry[m])
         return out <= self.tau
 
-    def _step(self, rr: np.ndarray, cc: np.ndarray) -> None:
+    def _evaluate(self, idx: np.ndarray, rr: np.ndarray, cc: np.ndarray,
+                  sliding: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """F: (kept?, predictor) of the cells ``idx`` given the current ``ref`` of every earlier
+        cell (``sliding``: given the originals, i.e. every cell its own reference)."""
         gw, tau = self.gw, self.tau
-        idx = rr * gw + cc
         use_b = cc == 0  # first column: predict from above; first row: from the left
-        inner = np.nonzero((rr > 0) & (cc > 0))[0]
+        inner = np.flatnonzero((rr > 0) & (cc > 0))
         if len(inner):
             x = idx[inner]
             a, b = x - 1, x - gw
             c = b - 1
-            # C~A (vertical pair at A) and C~B (horizontal pair at B) in one batch: one gather
-            sim = self._similar_refs(np.concatenate([c, c]), np.concatenate([a, b]),
-                                     np.concatenate([self.v[a], self.h[b]]))
-            sim_ca, sim_cb = sim[: len(x)], sim[len(x) :]
+            if sliding:
+                sim_ca, sim_cb = self.v[a] <= tau, self.h[b] <= tau
+            else:  # C~A (vertical pair at A) and C~B (horizontal pair at B): one batch, one gather
+                sim = self._similar_refs(np.concatenate([c, c]), np.concatenate([a, b]),
+                                         np.concatenate([self.v[a], self.h[b]]))
+                sim_ca, sim_cb = sim[: len(x)], sim[len(x) :]
             use_b[inner] = sim_ca & ~sim_cb
         y = np.where(use_b, idx - gw, idx - 1)  # the predicting neighbour
         xy = np.where(use_b, self.v[idx], self.h[idx])  # d(X, neighbour)
+        if sliding:
+            return xy > tau, y
         ry = self.ref[y]
         d = np.where(ry == y, xy, np.nan).astype(np.float32)
         d[np.isnan(d) & (xy == 0)] = 0.0  # identical to a pruned neighbour: within tau of its ref
         m = np.isnan(d)
         if m.any():
-            d[m] = _gather_distance(self.src, idx[m], ry[m], self.metric)
-        keep = d > tau
-        self.keep[idx] = keep
-        self.ref[idx] = np.where(keep, idx, ry)
+            d[m] = self.pair_distance(idx[m], ry[m])
+        return d > tau, y
 
 
 def _scan_order_and_distances(h: np.ndarray, v: np.ndarray, src: TokenSource, method: str,
@@ -349,7 +253,7 @@ def _scan_order_and_distances(h: np.ndarray, v: np.ndarray, src: TokenSource, me
         prev = np.concatenate([p[::-1] if r % 2 else p for r, p in enumerate(prev)])
     else:
         if gh > 1:
-            prev[1:, 0] = _gather_distance(src, grid[1:, 0], grid[:-1, -1], metric)
+            prev[1:, 0] = gather_distance(src, grid[1:, 0], grid[:-1, -1], metric)
         prev = prev.reshape(-1)
     prev[0] = np.inf
     return grid.reshape(-1), prev
@@ -378,7 +282,7 @@ def _scan_select(src: TokenSource, order: np.ndarray, prev_dist: np.ndarray, met
         window = 64
         while i < n:
             cand = order[i : i + window]
-            d = _gather_distance(src, cand, np.full(len(cand), order[anchor]), metric)
+            d = gather_distance(src, cand, np.full(len(cand), order[anchor]), metric)
             over = np.nonzero(d > tau)[0]
             stop = int(over[0]) if len(over) else len(cand)
             keep[i : i + stop] = False
@@ -406,15 +310,7 @@ def select_image(
     if src.n == 1:
         src.assert_finite()
         return torch.ones(1, dtype=torch.bool)
-    exact = threshold == 0
-    h, v = _neighbour_distances(src, metric, exact=exact)
-    h_np, v_np = h.cpu().numpy(), v.cpu().numpy()
-    if not exact:
-        # Every token is in a neighbour pair and NaN/inf propagate into its distance, so finite
-        # distances prove finite pixels without another pass; else check (overflow is legal).
-        defined = np.concatenate([h_np[:, 1:].reshape(-1), v_np[1:].reshape(-1)])
-        if not np.isfinite(defined).all():
-            src.assert_finite()
+    h_np, v_np = neighbour_distances(src, metric, threshold)
     is_anchored = threshold > 0 if anchored is None else bool(anchored)
     if method == "pred_2d":
         if threshold == 0 or not is_anchored:  # threshold 0: anchored == sliding exactly

@@ -105,6 +105,7 @@ def _expected_remote_files() -> set[str]:
     return {
         "qwen3_vl.py", "transformers_compat.py", "pixelprune_mixin.py", "keep_mask.py", "pruned_rope.py",
         "mrope_positions.py", "pruned_vision.py", "processors.py", "processor_pruning.py", "selector.py", "settings.py",
+        "token_distances.py",
     }
 
 

@@ -530,6 +530,9 @@ def test_video_passes_through_unpruned(fam):
     video_embeds = stock.model.get_video_features(pixel_values_videos, video_grid).pooler_output
     embeds[ids == stock.config.video_token_id] = torch.cat(video_embeds)
     ref = stock(inputs_embeds=embeds, position_ids=full_pos[:, :, survives]).logits
-    torch.testing.assert_close(ours, ref, atol=ATOL, rtol=RTOL)
+    # Two ViT computations (kept patches vs masked full grid) and a separate video encode differ
+    # in fp32 accumulation order: up to 1.6e-5 on logits of magnitude ~3 (AMD EPYC, torch 2.14);
+    # shifting the video's positions by one changes them by 0.12-0.23.
+    torch.testing.assert_close(ours, ref, atol=1e-4, rtol=RTOL)
     out = fam.ours.generate(**inputs, max_new_tokens=4, min_new_tokens=4, do_sample=False)
     assert out.shape == (1, ids.shape[1] + 4)
