@@ -1,21 +1,20 @@
 """The PixelPrune token selector (pure torch + numpy): which merged tokens of an image to keep.
 
-This is the one implementation of ``../shared/docs/ALGORITHM.md`` used by the transformers
-processors, the vLLM processor and the CLI. Terminology: a *token* is one merged
-``(merge_size * patch_size)``-pixel square (32x32 px for Qwen3-VL / Qwen3.5), i.e. ``merge_size**2``
-consecutive rows of ``pixel_values``.
+This is the one implementation of ``docs/ALGORITHM.md`` used by the transformers processors, the
+vLLM processor and the CLI. Terminology: a *token* is one merged ``(merge_size * patch_size)``-pixel
+square (32x32 px for Qwen3-VL / Qwen3.5), i.e. ``merge_size**2`` consecutive rows of
+``pixel_values``; descriptors and distances live in :mod:`.token_distances`.
 
-Performance notes (why the code looks the way it does):
+How it is fast and still exact:
 
-* Threshold 0 (and sliding mode at any threshold) needs only two distance grids: every token
-  against its left neighbour (``H``) and against the token above (``V``). Both are computed in
-  cache-sized row chunks; the rest is boolean logic on ``(grid_h, grid_w)`` grids.
+* Every method needs, first, each token's distance to its left (``H``) and upper (``V``)
+  neighbour: one streaming pass over ``pixel_values`` (:func:`.token_distances.neighbour_distances`),
+  decision-exact at any threshold. Threshold 0 and sliding ``pred_2d`` are then boolean logic on
+  ``(grid_h, grid_w)`` grids.
 * Anchored ``pred_2d`` (threshold > 0) is sequential by definition, but cell (r, c) depends only on
-  (r, c-1), (r-1, c), (r-1, c-1): it runs as a wavefront over anti-diagonals (grid_h + grid_w steps).
-  References (what stands in for a pruned token) are always original descriptors of kept tokens,
-  so most distances are already known: a neighbour that was kept is compared via ``H``/``V``; a
-  token identical to a pruned neighbour is within tau of that neighbour's reference; two equal
-  references are at distance 0. Only the remaining cells gather descriptors.
+  (r, c-1), (r-1, c), (r-1, c-1). :class:`_Pred2dAnchored` verifies a candidate (the sliding
+  result) on all cells at once and only falls back to a wavefront over anti-diagonals (at most
+  grid_h + grid_w steps) from the first anti-diagonal it cannot prove correct.
 * Anchored ``raster``/``serpentine`` runs of consecutive kept tokens come from the sliding
   distances; only runs of pruned tokens search forward (vectorised) for the next token that
   differs from their anchor, so the Python loop runs once per pruned run, never per token.
