@@ -294,6 +294,14 @@ def _scan_select(src: TokenSource, order: np.ndarray, prev_dist: np.ndarray, met
     return keep
 
 
+def _float32_at_most(threshold: float) -> np.float32:
+    """The largest float32 <= ``threshold``. Distances are float32; comparing them with this
+    float32 is exact, where numpy would round a Python float to the *nearest* float32 (NEP 50)
+    and could call a distance just above the threshold similar."""
+    tau = np.float32(threshold)
+    return np.nextafter(tau, np.float32(-np.inf)) if float(tau) > threshold else tau
+
+
 def select_image(
     src: TokenSource,
     *,
@@ -311,14 +319,15 @@ def select_image(
         return torch.ones(1, dtype=torch.bool)
     h_np, v_np = neighbour_distances(src, metric, threshold)
     is_anchored = threshold > 0 if anchored is None else bool(anchored)
+    tau = _float32_at_most(threshold)  # float32 d <= tau  <=>  d <= threshold, exactly
     if method == "pred_2d":
         if threshold == 0 or not is_anchored:  # threshold 0: anchored == sliding exactly
-            keep = _pred2d_sliding(h_np, v_np, threshold)[0]
+            keep = _pred2d_sliding(h_np, v_np, tau)[0]
         else:
-            keep = _Pred2dAnchored(src, metric, threshold, h_np, v_np).keep
+            keep = _Pred2dAnchored(src, metric, tau, h_np, v_np).keep
         return torch.from_numpy(np.ascontiguousarray(keep.reshape(src.n)))
     order, prev = _scan_order_and_distances(h_np, v_np, src, method, metric)
-    keep_scan = _scan_select(src, order, prev, metric, threshold, is_anchored)
+    keep_scan = _scan_select(src, order, prev, metric, tau, is_anchored)
     keep = np.empty(src.n, dtype=bool)
     keep[order] = keep_scan
     return torch.from_numpy(keep)

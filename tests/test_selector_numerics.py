@@ -109,6 +109,23 @@ def test_threshold_zero_negative_zero_equals_zero():
     assert select_tokens(pv, [[1, 2, 4]])[0].tolist() == [0]
 
 
+@pytest.mark.parametrize("threshold", [0.1, 0.02, 1 / 3, 0.7])
+def test_threshold_is_compared_exactly(threshold):
+    """With metric max the distance below is exactly float32(threshold), which is above the
+    threshold for 0.1 and 1/3 and below it for 0.02 and 0.7: similar only in the second case. The
+    threshold must not be rounded to the nearest float32 before comparing (numpy would). mean 0
+    and std 1 make the de-normalised difference exactly y - x."""
+    d = torch.tensor(threshold, dtype=torch.float32)
+    pv = two_tokens(torch.tensor(0.0), d)
+    kw = dict(threshold=threshold, image_mean=(0.0, 0.0, 0.0), image_std=(1.0, 1.0, 1.0))
+    want = [0] if float(d) <= threshold else [0, 1]
+    for method in METHODS:
+        assert select_tokens(pv, [[1, 2, 4]], metric="max", method=method, **kw)[0].tolist() == want
+        for metric in METRICS:  # mae/rmse round differently: the reference decides
+            got = select_tokens(pv, [[1, 2, 4]], metric=metric, method=method, **kw)[0].tolist()
+            assert got == reference_select(pv, [[1, 2, 4]], metric=metric, method=method, **kw)[0]
+
+
 def test_threshold_zero_keeps_one_ulp_where_it_survives_denormalisation():
     """Near 1.0 (de-normalised), one float32 step of the normalised value survives x * 0.5 + 0.5
     for every other step; the reference decides, and the selector must agree both ways."""
