@@ -67,8 +67,8 @@ def _validate_image_grid(index: int, t: int, h: int, w: int, merge_size: int) ->
 def _pred2d_sliding(h: np.ndarray, v: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray]:
     """Sliding (and threshold-0) pred_2d, fully vectorised.
 
-    Returns ``keep`` (gh, gw) bool and each token's distance to the neighbour it was predicted
-    from (inf for token (0, 0))."""
+    Returns ``keep`` and ``use_b`` (gh, gw) bool: whether each token is predicted from the token
+    above (else from the left; token (0, 0) is always kept)."""
     sim_a = h <= tau  # X ~ A (left)
     sim_b = v <= tau  # X ~ B (up)
     use_b = np.zeros_like(sim_a)
@@ -77,7 +77,7 @@ def _pred2d_sliding(h: np.ndarray, v: np.ndarray, tau: float) -> tuple[np.ndarra
     use_b[1:, 1:] = sim_b[1:, :-1] & ~sim_a[:-1, 1:]
     keep = ~np.where(use_b, sim_b, sim_a)
     keep[0, 0] = True
-    return keep, np.where(use_b, v, h)
+    return keep, use_b
 
 
 class _PairDistances:
@@ -144,8 +144,8 @@ class _Pred2dAnchored:
         self.pair_distance = _PairDistances(src, metric)
         n = gh * gw
         self.h, self.v = h.reshape(n), v.reshape(n)
-        keep, pred_dist = _pred2d_sliding(h, v, tau)
-        lossy = ~keep & (pred_dist > 0)
+        keep, use_b = _pred2d_sliding(h, v, tau)
+        lossy = ~keep & (np.where(use_b, v, h) > 0)  # pruned but not identical to its prediction
         affected = np.logical_or.accumulate(np.logical_or.accumulate(lossy, axis=0), axis=1)
         self.keep = keep.reshape(n).copy()
         self.ref = np.arange(n, dtype=np.int64)  # unaffected cells: reconstruction == original
@@ -154,8 +154,7 @@ class _Pred2dAnchored:
             return
         rr, cc = np.divmod(cells, gw)
         diagonal = rr + cc
-        # candidate predictors: the sliding ones
-        pred = self._evaluate(cells, rr, cc, sliding=True)[1]
+        pred = np.where(use_b.reshape(n)[cells], cells - gw, cells - 1)  # candidate: the sliding predictors
         frontier = int(diagonal.min())  # cells on earlier anti-diagonals are proven correct
         for _ in range(self._PASSES):
             self.ref[cells] = np.where(self.keep[cells], cells, pred)
@@ -205,10 +204,8 @@ class _Pred2dAnchored:
             out[m] = self.pair_distance(rx[m], ry[m])
         return out <= self.tau
 
-    def _evaluate(self, idx: np.ndarray, rr: np.ndarray, cc: np.ndarray,
-                  sliding: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """F: (kept?, predictor) of the cells ``idx`` given the current ``ref`` of every earlier
-        cell (``sliding``: given the originals, i.e. every cell its own reference)."""
+    def _evaluate(self, idx: np.ndarray, rr: np.ndarray, cc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """F: (kept?, predictor) of the cells ``idx`` given the current ``ref`` of every earlier cell."""
         gw, tau = self.gw, self.tau
         use_b = cc == 0  # first column: predict from above; first row: from the left
         inner = np.flatnonzero((rr > 0) & (cc > 0))
@@ -216,17 +213,13 @@ class _Pred2dAnchored:
             x = idx[inner]
             a, b = x - 1, x - gw
             c = b - 1
-            if sliding:
-                sim_ca, sim_cb = self.v[a] <= tau, self.h[b] <= tau
-            else:  # C~A (vertical pair at A) and C~B (horizontal pair at B): one batch, one gather
-                sim = self._similar_refs(np.concatenate([c, c]), np.concatenate([a, b]),
-                                         np.concatenate([self.v[a], self.h[b]]))
-                sim_ca, sim_cb = sim[: len(x)], sim[len(x) :]
+            # C~A (vertical pair at A) and C~B (horizontal pair at B) in one batch: one gather
+            sim = self._similar_refs(np.concatenate([c, c]), np.concatenate([a, b]),
+                                     np.concatenate([self.v[a], self.h[b]]))
+            sim_ca, sim_cb = sim[: len(x)], sim[len(x) :]
             use_b[inner] = sim_ca & ~sim_cb
         y = np.where(use_b, idx - gw, idx - 1)  # the predicting neighbour
         xy = np.where(use_b, self.v[idx], self.h[idx])  # d(X, neighbour)
-        if sliding:
-            return xy > tau, y
         ry = self.ref[y]
         d = np.where(ry == y, xy, np.nan).astype(np.float32)
         d[np.isnan(d) & (xy == 0)] = 0.0  # identical to a pruned neighbour: within tau of its ref

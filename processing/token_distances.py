@@ -203,12 +203,12 @@ def _magnitude_bounds(first: np.ndarray, raw_h: np.ndarray, raw_v: np.ndarray) -
     return np.minimum(by_rows, by_cols) * (1 + 4 * (gh + gw) * _UNIT_ROUNDOFF)
 
 
-def _decision_window(metric: str, approx: np.ndarray, tau: float, bound: float, d: int) -> np.ndarray:
+def _decision_window(metric: str, approx: np.ndarray, tau: float, bound: np.ndarray, d: int) -> np.ndarray:
     """Where the approximate distance cannot decide ``<= tau`` (or ``== 0``): True = recompute.
 
     The spec computes ``fl(fl(x*s) + m)`` per value, subtracts and reduces in float32; the
     approximation subtracts normalised values, reduces and scales. With u = 2^-24 and
-    ``bound`` >= |x*s| + |x*s + m| for every value, each de-normalised difference is within
+    ``bound`` >= |x*s| + |x*s + m| for every value of the pair, each de-normalised difference is within
     2.01*u*bound + 1.01*u*|d| of ``s * (x - y)``; float32 sums of D terms add at most D*u
     relative error (either order). The windows below are those bounds, doubled:
 
@@ -266,8 +266,8 @@ def neighbour_distances(src: TokenSource, metric: str, tau: float) -> tuple[np.n
             e = min(stop, s + chunk)
             out = raw[s:e] if direct else torch.empty((e - s, slots, c), dtype=torch.float32, device=device)
             _reduce_pairs(src, s, e, offsets, metric, out)
-            if not direct:
-                raw[s:e, 1 if offsets == (1,) and gw > 1 else 0] = out[:, 0]
+            if not direct:  # one neighbour: into its slot (0: upper, 1: left)
+                raw[s:e, 0 if offsets[0] == gw else 1] = out[:, 0]
                 if measure_mag:
                     raw[s:e, -1] = out[:, -1]
     raw_np = raw.cpu().numpy()
@@ -278,8 +278,6 @@ def neighbour_distances(src: TokenSource, metric: str, tau: float) -> tuple[np.n
         if not np.isfinite(pairs).all():
             src.assert_finite()
         first = first.cpu().numpy().astype(np.float64)
-        if not np.isfinite(first).all():
-            src.assert_finite()
         grid = pairs.reshape(gh, gw, 2, c).astype(np.float64)
         mag = _magnitude_bounds(first, grid[:, :, 1], grid[:, :, 0]).reshape(n, c)
     else:
