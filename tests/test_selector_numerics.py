@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from pixelprune import select_tokens
 from pixelprune.processing import selector, token_distances
 from reference_selector import descriptor_grid, dist, patchify, reference_select
-from test_selector import METHODS, METRICS, TOKEN, level_grids, token_grids
+from test_selector import METHODS, METRICS, TOKEN, level_grids, token_grids, token_image
 
 IMAGENET = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
 NORMALISATIONS = [
@@ -172,6 +172,19 @@ def test_anchored_any_number_of_verification_passes(monkeypatch, passes, image, 
     monkeypatch.setattr(selector._Pred2dAnchored, "_PASSES", passes)
     pv, grid = patchify(image)
     kw = dict(threshold=steps / 64, metric=metric, anchored=True)
+    assert select_tokens(pv, [grid], **kw)[0].tolist() == reference_select(pv, [grid], **kw)[0]
+
+
+@pytest.mark.parametrize("passes", [0, 1, 2, 50])
+def test_anchored_predictor_choice_is_verified(monkeypatch, passes):
+    """A grid where a pruned token's anchored predictor differs from its sliding one while its
+    kept/pruned state does not, and the difference decides a later token: a verification that
+    compared only kept/pruned states would accept the sliding candidate here."""
+    monkeypatch.setattr(selector._Pred2dAnchored, "_PASSES", passes)
+    levels = torch.tensor([[1, 2, 5, 5], [3, 2, 4, 6]], dtype=torch.float32) / 64
+    image = token_image(levels.view(2, 4, 1, 1, 1).expand(2, 4, TOKEN, TOKEN, 3).contiguous())
+    pv, grid = patchify(image)
+    kw = dict(threshold=3 / 64, metric="max", anchored=True)
     assert select_tokens(pv, [grid], **kw)[0].tolist() == reference_select(pv, [grid], **kw)[0]
 
 
