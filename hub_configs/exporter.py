@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._version import __version__
-from ..processing.settings import METHODS, METRICS, PixelPruneSettings
+from ..core.settings import METHODS, METRICS, PixelPruneSettings
 from .families import Family, FamilyError, detect_family
 from .model_card import (
     CardContext,

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..processing.image_preprocessing import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, ImagePreprocessConfig
-from ..processing.settings import PixelPruneSettings
+from ..core.settings import PixelPruneSettings
 from .families import Family, read_template_text
 
 if TYPE_CHECKING:  # imported lazily at run time (it loads the CLI's image tooling)

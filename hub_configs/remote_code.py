@@ -1,10 +1,10 @@
-"""Flat trust_remote_code files generated from the package's own ``processing/`` and ``modeling/``.
+"""Flat trust_remote_code files generated from the package's own ``core/``, ``processing/`` and ``modeling/``.
 
 A Hub repo's custom code must be flat files that transformers copies next to each other, follows
 only through ``from .module import name`` and imports with nothing but what is installed. So the
 exporter takes the package modules an entry module needs (following its relative imports), writes
-each under its own file name (names are unique across ``processing/`` and ``modeling/``), rewrites
-``from ..processing.selector import X`` to ``from .selector import X``, and checks with ``ast``
+each under its own file name (names are unique across ``core/``, ``processing/`` and ``modeling/``), rewrites
+``from ..core.selector import X`` to ``from .selector import X``, and checks with ``ast``
 that every import transformers will try (all imports outside ``try:``) is torch, numpy,
 transformers or the standard library. The package stays the one source of truth.
 """
@@ -29,7 +29,7 @@ __all__ = [
 
 PACKAGE = "pixelprune"
 # Subpackages whose modules may be shipped as remote code (their folder names in the repo).
-REMOTE_SUBPACKAGES: tuple[str, ...] = ("processing", "modeling")
+REMOTE_SUBPACKAGES: tuple[str, ...] = ("core", "processing", "modeling")
 ALLOWED_TOP_LEVEL_PACKAGES: frozenset[str] = frozenset({"torch", "numpy", "transformers"})
 """Non-standard-library packages remote code may import (numpy is a hard dependency of transformers)."""
 
@@ -176,7 +176,7 @@ def flatten_modules(entry_modules: list[str], *, version: str | None = None) -> 
         if name in by_name:
             raise RemoteCodeError(
                 f"{PACKAGE}/{by_name[name]} and {PACKAGE}/{module_path} would both be flattened to {name}; "
-                "module file names must be unique across processing/ and modeling/."
+                "module file names must be unique across core/, processing/ and modeling/."
             )
         by_name[name] = module_path
 

@@ -11,8 +11,8 @@ Shared by every family (Qwen3-VL, Qwen3-VL-MoE, Qwen3.5, Qwen3.5-MoE). A family 
 
 Without ``image_keep_mask`` every method is the stock one. With it:
 
-* ``get_image_features`` encodes only kept patches (``pruned_vision``);
-* ``get_rope_index`` keeps unpruned M-RoPE positions (``pruned_rope``); ``generate`` reaches it
+* ``get_image_features`` encodes only kept patches (``kept_patch_encoding``);
+* ``get_rope_index`` keeps unpruned M-RoPE positions (``rope_index``); ``generate`` reaches it
   through the stock ``_prepare_position_ids_for_generation``, which hands it every model kwarg;
 * ``forward`` does both when it has to (direct calls, training) and then runs the stock forward on
   the encoded features, so the KV cache, ``rope_deltas``, labels and masks all describe the same
@@ -32,9 +32,9 @@ from collections.abc import Callable
 
 import torch
 
-from .keep_mask import validate_keep_mask
-from .pruned_rope import pruned_rope_index
-from .pruned_vision import encode_kept_patches
+from ..core.keep_mask import validate_keep_mask
+from .rope_index import pruned_rope_index
+from .kept_patch_encoding import encode_kept_patches
 
 try:  # strips `image_`-prefixed precomputed kwargs like the stock method (transformers >= 5.20)
     from transformers.utils.generic import accepts_precomputed_kwargs

@@ -15,12 +15,12 @@ from __future__ import annotations
 import importlib
 
 from ._version import __version__
-from .processing.selector import keep_mask_from_indices, select_keep_mask, select_tokens
-from .processing.settings import PixelPruneSettings
+from .core.selector import keep_mask_from_indices, select_keep_mask, select_tokens
+from .core.settings import PixelPruneSettings
 
 _LAZY = {
-    "PixelPruneQwen3VLProcessor": "pixelprune.processing.processors",
-    "PixelPruneQwen3_5Processor": "pixelprune.processing.processors",
+    "PixelPruneQwen3VLProcessor": "pixelprune.processing.processing_pixelprune",
+    "PixelPruneQwen3_5Processor": "pixelprune.processing.processing_pixelprune",
     "PixelPruneQwen3VLForConditionalGeneration": "pixelprune.modeling",
     "PixelPruneQwen3VLMoeForConditionalGeneration": "pixelprune.modeling",
     "PixelPruneQwen3_5ForConditionalGeneration": "pixelprune.modeling",

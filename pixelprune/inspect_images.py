@@ -30,8 +30,8 @@ import numpy as np
 import torch
 
 from .processing.image_preprocessing import ImagePreprocessConfig, PreprocessedImage, preprocess_image
-from .processing.selector import select_tokens
-from .processing.settings import PixelPruneSettings
+from .core.selector import select_tokens
+from .core.settings import PixelPruneSettings
 from .vit_flops import estimate_vit_flops
 
 __all__ = ["InspectError", "InspectResult", "configure_parser", "format_table", "inspect_image", "run"]

@@ -1,25 +1,3 @@
-"""Token selection (pure torch) and the transformers processor classes."""
-
-from .selector import (
-    GridSpec,
-    distance,
-    keep_mask_from_indices,
-    select_image,
-    TokenSource,
-    select_keep_mask,
-    select_tokens,
-)
-from .settings import METHODS, METRICS, PixelPruneSettings
-
-__all__ = [
-    "GridSpec",
-    "METHODS",
-    "METRICS",
-    "PixelPruneSettings",
-    "distance",
-    "keep_mask_from_indices",
-    "select_image",
-    "TokenSource",
-    "select_keep_mask",
-    "select_tokens",
-]
+"""The transformers processor classes (``processing_pixelprune``) and the Qwen3-VL image
+preprocessing the CLI uses without transformers (``image_preprocessing``). The selector and
+settings they use live in :mod:`pixelprune.core`."""

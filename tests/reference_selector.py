@@ -1,7 +1,7 @@
 """A slow, obviously correct PixelPrune selector: ALGORITHM.md transcribed token by token.
 
 Used as the oracle for the vectorised selector (and by the selector benchmark). It shares no
-code with ``processing/selector.py``: its own patch layout, de-normalisation and loops.
+code with ``core/selector.py``: its own patch layout, de-normalisation and loops.
 """
 
 from __future__ import annotations

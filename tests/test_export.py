@@ -22,7 +22,7 @@ from pixelprune.hub_configs import exporter, remote_code
 from pixelprune.hub_configs.exporter import MARKER, ExportError, export
 from pixelprune.hub_configs.families import load_families
 from pixelprune.hub_configs.remote_code import RemoteCodeError, flatten_modules, import_violations
-from pixelprune.processing.settings import PixelPruneSettings
+from pixelprune.core.settings import PixelPruneSettings
 
 FAMILY = "qwen3_vl"
 
@@ -86,7 +86,7 @@ def test_config_keeps_model_type_and_names_our_classes(base, exported):
 def test_processor_config_carries_class_auto_map_and_settings(exported):
     processor = json.loads((exported / "processor_config.json").read_text())
     assert processor["processor_class"] == "PixelPruneQwen3VLProcessor"
-    assert processor["auto_map"] == {"AutoProcessor": "processors.PixelPruneQwen3VLProcessor"}
+    assert processor["auto_map"] == {"AutoProcessor": "processing_pixelprune.PixelPruneQwen3VLProcessor"}
     assert PixelPruneSettings.from_dict(processor["pixelprune"]) == PixelPruneSettings()
     for name in ("preprocessor_config.json", "video_preprocessor_config.json"):
         assert json.loads((exported / name).read_text())["processor_class"] == "PixelPruneQwen3VLProcessor"
@@ -103,14 +103,14 @@ def test_tokenizer_chat_template_generation_config_copied_and_weights_linked(bas
 
 def _expected_remote_files() -> set[str]:
     return {
-        "qwen3_vl.py", "transformers_compat.py", "pixelprune_mixin.py", "keep_mask.py", "pruned_rope.py",
-        "mrope_positions.py", "pruned_vision.py", "processors.py", "processor_pruning.py", "selector.py", "settings.py",
+        "qwen3_vl.py", "transformers_compat.py", "pixelprune_mixin.py", "keep_mask.py", "rope_index.py",
+        "mrope_positions.py", "kept_patch_encoding.py", "processing_pixelprune.py", "pruning.py", "selector.py", "settings.py",
         "token_distances.py",
     }
 
 
 def test_remote_files_are_the_package_sources_with_flat_imports(exported):
-    files = flatten_modules(["modeling/qwen3_vl.py", "processing/processors.py"])
+    files = flatten_modules(["modeling/qwen3_vl.py", "processing/processing_pixelprune.py"])
     assert {f.name for f in files} == _expected_remote_files() == {p.name for p in exported.glob("*.py")}
     siblings = {Path(f.name).stem for f in files}
     for generated in files:
@@ -135,7 +135,7 @@ def test_remote_files_are_the_package_sources_with_flat_imports(exported):
         ("import PIL\n", ["imports 'PIL'"]),
         ("def f():\n    import yaml\n", ["imports 'yaml'"]),  # transformers checks function-level imports too
         ("from pixelprune.processing import selector\n", ["imports 'pixelprune.processing'"]),
-        ("from ..processing.selector import X\n", ["relative import ..processing.selector"]),
+        ("from ..core.selector import X\n", ["relative import ..core.selector"]),
         ("from .unknown import X\n", ["relative import .unknown"]),
     ],
 )
@@ -150,7 +150,7 @@ def test_export_fails_when_a_package_module_breaks_the_remote_code_rules(base, t
     real = remote_code.package_source
 
     def patched(module_path: str) -> Path:
-        if module_path == "processing/settings.py":
+        if module_path == "core/settings.py":
             bad = tmp_path / "settings.py"
             bad.write_text(real(module_path).read_text() + "\nimport PIL.Image\n")
             return bad
@@ -158,7 +158,7 @@ def test_export_fails_when_a_package_module_breaks_the_remote_code_rules(base, t
 
     monkeypatch.setattr(remote_code, "package_source", patched)
     with pytest.raises(RemoteCodeError, match=r"settings\.py:\d+: imports 'PIL\.Image'"):
-        flatten_modules(["processing/processors.py"])
+        flatten_modules(["processing/processing_pixelprune.py"])
     with pytest.raises(ExportError, match="would not load with only transformers installed"):
         export(base, tmp_path / "out", sample_images=[])
     assert not (tmp_path / "out").exists()  # nothing written before the check
@@ -385,9 +385,9 @@ def test_other_families_use_their_templates(family, tiny_checkpoint, tmp_path): 
     config = json.loads((out / "config.json").read_text())
     assert config["model_type"] == family and config["architectures"] == [result.family.architecture]
     assert result.family.stock_architecture == ARCHITECTURES[family]
-    assert (out / f"{family}.py").is_file() and (out / "processors.py").is_file()
+    assert (out / f"{family}.py").is_file() and (out / "processing_pixelprune.py").is_file()
     processor = json.loads((out / "processor_config.json").read_text())
-    assert processor["auto_map"]["AutoProcessor"] == f"processors.{result.family.processor_class}"
+    assert processor["auto_map"]["AutoProcessor"] == f"processing_pixelprune.{result.family.processor_class}"
 
 
 def test_exporter_module_has_no_optional_imports_at_top_level():

@@ -163,7 +163,7 @@ def _package_reference(family: str, base: str, image_path: Path) -> dict:
     from PIL import Image
 
     import pixelprune.modeling as modeling
-    from pixelprune.processing import processors
+    from pixelprune.processing import processing_pixelprune as processors
 
     spec = load_families()[family]
     processor = getattr(processors, spec.processor_class).from_pretrained(base)

@@ -15,7 +15,7 @@ pytest.importorskip("vllm")
 from vllm_testing import CHAT, IMAGE, build_checkpoint, configure_vllm_env, hf_generate, hf_python, redundant_image  # noqa: E402
 
 from pixelprune.hub_configs.exporter import export  # noqa: E402
-from pixelprune.processing.settings import PixelPruneSettings  # noqa: E402
+from pixelprune.core.settings import PixelPruneSettings  # noqa: E402
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 FAMILY = "qwen3_vl"

@@ -461,7 +461,7 @@ def test_mismatched_keep_mask_raises(fam):
 def test_end_to_end_with_processor_and_chat_template(fam):
     """The user path: PixelPrune processor + chat template + generate on a stock checkpoint. Fewer
     image tokens than stock; every text token keeps its unpruned position; decoding runs."""
-    from pixelprune.processing.processors import PixelPruneQwen3_5Processor
+    from pixelprune.processing.processing_pixelprune import PixelPruneQwen3_5Processor
 
     processor = PixelPruneQwen3_5Processor.from_pretrained(fam.path)
     conversation = [

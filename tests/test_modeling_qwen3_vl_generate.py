@@ -141,7 +141,7 @@ def test_sampling_and_num_return_sequences(model, tokenizer):
 def test_processor_chat_template_drives_generate(model, tokenizer):
     """The PixelPrune processor's output (apply_chat_template) equals the inputs these tests build
     and drives generate; decoding the answer works."""
-    from pixelprune.processing.processors import PixelPruneQwen3VLProcessor
+    from pixelprune.processing.processing_pixelprune import PixelPruneQwen3VLProcessor
 
     processor = PixelPruneQwen3VLProcessor.from_pretrained(model.name_or_path)
     images = [document_image(224, 160, 3), document_image(160, 128, 4)]

@@ -1,4 +1,4 @@
-"""The shared M-RoPE rule (``modeling/mrope_positions.py``, used by the transformers classes and the
+"""The shared M-RoPE rule (``core/mrope_positions.py``, used by the transformers classes and the
 vLLM plugin) against the stock transformers ``get_rope_index`` of Qwen3-VL and Qwen3.5.
 
 Oracles: without pruning, positions and ``rope_deltas`` equal the stock ones exactly (images and
@@ -13,8 +13,8 @@ import random
 import pytest
 import torch
 
-from pixelprune.modeling.mrope_positions import GridSpan, pruned_mrope_positions
-from pixelprune.modeling.pruned_rope import pruned_rope_index
+from pixelprune.core.mrope_positions import GridSpan, pruned_mrope_positions
+from pixelprune.modeling.rope_index import pruned_rope_index
 
 MERGE = 2
 STOCK_MODELS = {

@@ -17,7 +17,7 @@ from transformers import Qwen3VLProcessor
 
 from images import blank_image, document_image, gradient_image, noise_image, ui_image
 from pixelprune import select_keep_mask
-from pixelprune.processing.processors import (
+from pixelprune.processing.processing_pixelprune import (
     KEEP_MASK_KEY,
     PixelPruneQwen3_5Processor,
     PixelPruneQwen3VLProcessor,
@@ -362,7 +362,7 @@ def test_apply_chat_template_equals_call(processor, overrides):
 
 def test_statistics_and_logging(family, ckpt, caplog):
     images = [blank_image(), noise_image(64, 64)]
-    logger_name = "pixelprune.processing.processor_pruning"
+    logger_name = "pixelprune.core.pruning"
     processor = PROCESSOR_CLASSES[family].from_pretrained(ckpt)
     with caplog.at_level(logging.INFO, logger=logger_name):
         processor(images=images, text=[f"{IMAGE}{IMAGE}"])

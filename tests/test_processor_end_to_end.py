@@ -12,7 +12,7 @@ import torch
 from transformers import AutoModelForImageTextToText
 
 from images import document_image, noise_image
-from pixelprune.processing.processors import KEEP_MASK_KEY, PixelPruneQwen3_5Processor, PixelPruneQwen3VLProcessor
+from pixelprune.processing.processing_pixelprune import KEEP_MASK_KEY, PixelPruneQwen3_5Processor, PixelPruneQwen3VLProcessor
 from tiny_models import FAMILIES, tiny_checkpoint  # noqa: F401
 
 MODEL_CLASSES = {

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pixelprune import select_keep_mask, select_tokens
-from pixelprune.processing.selector import keep_mask_from_indices
+from pixelprune.core.selector import keep_mask_from_indices
 from reference_selector import patchify, reference_select
 
 TOKEN = 32  # pixels per merged token side

@@ -1,6 +1,6 @@
 """The selector's fast paths against the naive reference where they are easiest to get wrong.
 
-* Decision windows (``processing/token_distances.py``): neighbour distances are computed in the
+* Decision windows (``core/token_distances.py``): neighbour distances are computed in the
   normalised domain and only pairs within a rounding bound of the threshold are recomputed with
   the spec's formula. Thresholds here are set to *actual* spec distances of the image (exact
   ties), under per-channel and extreme normalisations, so pairs land in those windows.
@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pixelprune import select_tokens
-from pixelprune.processing import selector, token_distances
+from pixelprune.core import selector, token_distances
 from reference_selector import descriptor_grid, dist, patchify, reference_select
 from test_selector import METHODS, METRICS, TOKEN, level_grids, token_grids, token_image
 

@@ -11,7 +11,7 @@ pytest.importorskip("vllm")
 
 import torch  # noqa: E402
 
-from pixelprune.modeling.mrope_positions import GridSpan, pruned_mrope_positions  # noqa: E402
+from pixelprune.core.mrope_positions import GridSpan, pruned_mrope_positions  # noqa: E402
 from pixelprune.vllm_model.plugin import ARCHITECTURES, check_vllm_version, register  # noqa: E402
 
 
@@ -33,10 +33,10 @@ def test_register_makes_all_four_architectures_resolvable():
     register()  # idempotent
     supported = set(ModelRegistry.get_supported_archs())
     assert set(ARCHITECTURES) <= supported
-    from pixelprune.vllm_model import pruned_models
+    from pixelprune.vllm_model import models
 
     for name in ARCHITECTURES:
-        assert getattr(pruned_models, name).__name__ == name
+        assert getattr(models, name).__name__ == name
 
 
 def _stock_positions(num_tokens, spans):
@@ -97,7 +97,7 @@ def test_overlapping_spans_are_rejected():
 
 
 def test_saved_settings_come_from_the_processor_config(tmp_path):
-    from pixelprune.vllm_model.pruned_processor import saved_settings
+    from pixelprune.vllm_model.multimodal_processor import saved_settings
 
     assert saved_settings(str(tmp_path)).threshold == 0.0
     (tmp_path / "processor_config.json").write_text(json.dumps({"pixelprune": {"threshold": 0.05, "metric": "mae"}}))

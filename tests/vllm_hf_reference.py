@@ -37,7 +37,7 @@ def generate(request_path: str, result_path: str) -> None:
     from PIL import Image
 
     import pixelprune.modeling as modeling
-    import pixelprune.processing.processors as processors
+    import pixelprune.processing.processing_pixelprune as processors
 
     request = json.loads(Path(request_path).read_text())
     processor_name, model_name = _CLASSES[request["family"]]

@@ -18,7 +18,7 @@ SUPPORTED_VLLM = (">=0.32", "<0.34")
 _MIN_VERSION = (0, 32)
 _MAX_VERSION_EXCLUSIVE = (0, 34)
 
-_MODULE = "pixelprune.vllm_model.pruned_models"
+_MODULE = "pixelprune.vllm_model.models"
 ARCHITECTURES: dict[str, str] = {
     "PixelPruneQwen3VLForConditionalGeneration": f"{_MODULE}:PixelPruneQwen3VLForConditionalGeneration",
     "PixelPruneQwen3VLMoeForConditionalGeneration": f"{_MODULE}:PixelPruneQwen3VLMoeForConditionalGeneration",

@@ -3,7 +3,7 @@
 The stock Qwen3-VL processor of vLLM runs the HF processor on the images alone, then expands each
 ``<|image_pad|>`` of the prompt to the image's token count. This subclass:
 
-* resolves the :class:`~pixelprune.processing.settings.PixelPruneSettings` of the call (checkpoint's
+* resolves the :class:`~pixelprune.core.settings.PixelPruneSettings` of the call (checkpoint's
   saved ``pixelprune`` block < ``PIXELPRUNE_*`` env < engine ``--mm-processor-kwargs`` < request
   ``mm_processor_kwargs``; keys ``pixelprune_threshold`` etc.) and keeps those keys away from the
   HF processor;
@@ -34,9 +34,9 @@ from typing import Any
 
 import torch
 
-from ..modeling.keep_mask import tokens_per_image
-from ..processing.processor_pruning import SelectorGeometry, prune_image_batch
-from ..processing.settings import KWARG_PREFIX, PixelPruneSettings
+from ..core.keep_mask import tokens_per_image
+from ..core.pruning import SelectorGeometry, prune_image_batch
+from ..core.settings import KWARG_PREFIX, PixelPruneSettings
 
 from vllm.model_executor.models.qwen3_5 import Qwen3_5MoeProcessingInfo, Qwen3_5ProcessingInfo
 from vllm.model_executor.models.qwen3_vl import Qwen3VLMultiModalProcessor, Qwen3VLProcessingInfo

@@ -11,7 +11,7 @@ What the subclasses change (everything else is the stock vLLM model):
   features) comes out per kept token, and the count is asserted against the mask (vLLM would
   silently drop surplus rows);
 * ``get_mrope_input_positions`` gives kept tokens their unpruned positions
-  (:func:`~pixelprune.modeling.mrope_positions.pruned_mrope_positions`, shared with transformers);
+  (:func:`~pixelprune.core.mrope_positions.pruned_mrope_positions`, shared with transformers);
 * start-up refuses the options that assume full grids (:func:`check_supported_config`).
 
 Parallelism: nothing here depends on the rank. Under tensor parallelism every rank runs the same
@@ -31,9 +31,9 @@ from typing import Any
 
 import torch
 
-from ..modeling.keep_mask import kept_cu_seqlens, kept_tokens_per_image, patch_keep_mask, validate_keep_mask
-from ..modeling.mrope_positions import GridSpan, pruned_mrope_positions
-from .pruned_processor import (
+from ..core.keep_mask import kept_cu_seqlens, kept_tokens_per_image, patch_keep_mask, validate_keep_mask
+from ..core.mrope_positions import GridSpan, pruned_mrope_positions
+from .multimodal_processor import (
     KEEP_MASK_FIELD,
     PixelPruneQwen3_5MoeProcessingInfo,
     PixelPruneQwen3_5ProcessingInfo,

@@ -10,7 +10,7 @@ block saved in ``processor_config.json`` (or constructor arguments ``pixelprune=
 ``pixelprune_<name>=...`` keyword arguments of ``__call__`` / ``apply_chat_template``.
 
 Statistics of the latest call are in ``processor.last_pruning_stats`` (one
-:class:`ImagePruningStats` per image) and are logged by ``pixelprune.processing.processor_pruning``
+:class:`ImagePruningStats` per image) and are logged by ``pixelprune.core.pruning``
 (INFO with ``verbose=True`` / ``PIXELPRUNE_VERBOSE=1``, DEBUG otherwise).
 """
 
@@ -25,9 +25,9 @@ import torch
 from transformers import Qwen3VLProcessor
 from transformers.utils import is_torchvision_available
 
-from ..modeling.keep_mask import kept_tokens_per_image
-from .processor_pruning import ImagePruningStats, SelectorGeometry, prune_image_batch
-from .settings import KWARG_PREFIX, PixelPruneSettings
+from ..core.keep_mask import kept_tokens_per_image
+from ..core.pruning import ImagePruningStats, SelectorGeometry, prune_image_batch
+from ..core.settings import KWARG_PREFIX, PixelPruneSettings
 
 logger = logging.getLogger(__name__)
 

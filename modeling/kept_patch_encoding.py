@@ -25,7 +25,7 @@ from transformers.vision_utils import (
     get_vision_position_ids,
 )
 
-from .keep_mask import kept_cu_seqlens, kept_tokens_per_image, patch_keep_mask, validate_keep_mask
+from ..core.keep_mask import kept_cu_seqlens, kept_tokens_per_image, patch_keep_mask, validate_keep_mask
 
 __all__ = ["kept_vision_kwargs", "encode_kept_patches"]
 

@@ -1,7 +1,7 @@
 """M-RoPE positions of one prompt whose images may be pruned (ALGORITHM.md section 5), pure torch.
 
 The one implementation of the position rule, shared by the transformers classes
-(``pruned_rope.pruned_rope_index``) and the vLLM plugin (``vllm_model.pruned_models``):
+(``rope_index.pruned_rope_index``) and the vLLM plugin (``vllm_model.models``):
 
 * text tokens get consecutive positions on all three (t, h, w) rows;
 * an image (or one video frame: videos are split into ``t = 1`` grids, as the stock models do

@@ -14,8 +14,8 @@ import itertools
 
 import torch
 
-from .keep_mask import split_keep_mask, validate_keep_mask
-from .mrope_positions import GridSpan, pruned_mrope_positions
+from ..core.keep_mask import split_keep_mask, validate_keep_mask
+from ..core.mrope_positions import GridSpan, pruned_mrope_positions
 
 __all__ = ["pruned_rope_index"]
 
