@@ -3,7 +3,7 @@
 Subcommands:
 
 * ``inspect``: show what PixelPrune keeps of your images (table, ``--json``, ``--overlay``);
-* ``export``: write a Hub-ready model folder (:mod:`pixelprune.hub_configs.exporter`, imported
+* ``export``: write a Hub-ready model folder (:mod:`pixelprune.hub_configs.export_cli`, imported
   only when this subcommand runs, so ``inspect`` never depends on it).
 """
 
@@ -22,7 +22,7 @@ __all__ = ["build_parser", "main"]
 
 logger = logging.getLogger("pixelprune")
 
-EXPORTER_MODULE = "pixelprune.hub_configs.exporter"
+EXPORTER_MODULE = "pixelprune.hub_configs.export_cli"
 
 
 class _StderrHandler(logging.Handler):

@@ -1,158 +1,33 @@
-"""``pixelprune inspect``: what PixelPrune does to a person's own images, with no model weights.
+"""``pixelprune inspect``: the command line around :mod:`pixelprune.inspection` (argument parsing,
+the table / JSON output and the overlay files).
 
-Each image is preprocessed exactly as the stock Qwen3-VL image processor does by default
-(:mod:`pixelprune.processing.image_preprocessing`), then :func:`pixelprune.select_tokens` picks the
-tokens to keep. Per image the command reports sizes, the token grid, kept tokens, the estimated
-vision-tower FLOPs saved (:mod:`pixelprune.vit_flops`) and the selector's time, as a readable table
-or as JSON lines, and can draw an overlay picture (:mod:`pixelprune.overlay`).
-
-Why our own preprocessing rather than transformers' processor even when transformers is installed:
-it is bit-identical to transformers' PIL backend (tested), needs neither transformers nor
-torchvision, and gives the same answer on every machine. transformers picks its torchvision backend
-when torchvision is installed, whose resampling differs slightly from PIL's (see
-:mod:`pixelprune.processing.image_preprocessing`); images whose sides are already multiples of
-32 px within the pixel budget are not resampled and are identical under both.
+Overlay files (``--overlay DIR``): ``DIR/<stem>_overlay.png`` per image, ``<stem>_overlay-2.png``,
+``-3`` ... for later inputs with the same stem. Every target is checked before any image is
+processed: an existing file there is refused unless ``--force`` (then it is replaced atomically),
+and a symbolic link or a folder there is always refused (never written through or replaced).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import io
 import logging
 import sys
-import time
-import warnings
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
-import numpy as np
 import torch
 
-from .processing.image_preprocessing import ImagePreprocessConfig, PreprocessedImage, preprocess_image
 from .core.selector import select_tokens
 from .core.settings import PixelPruneSettings
-from .vit_flops import estimate_vit_flops
+from .inspection import InspectError, InspectResult, inspect_image
+from .processing.image_preprocessing import ImagePreprocessConfig
+from .safe_files import create_new, replace_file
+from .settings_options import add_settings_arguments, settings_overrides
 
-__all__ = ["InspectError", "InspectResult", "configure_parser", "format_table", "inspect_image", "run"]
+__all__ = ["configure_parser", "format_table", "overlay_paths", "run", "settings_from_args"]
 
 logger = logging.getLogger(__name__)
-
-
-class InspectError(Exception):
-    """An image that cannot be inspected; the message names the reason (the caller adds the path)."""
-
-
-@dataclass
-class InspectResult:
-    """What ``pixelprune inspect`` reports for one image (also its ``--json`` object)."""
-
-    image: str
-    width: int
-    height: int
-    resized_width: int
-    resized_height: int
-    grid_thw: list[int]  # the processor's patch grid (1, H/16, W/16)
-    token_grid: list[int]  # merged tokens (rows, columns) = grid / merge_size
-    tokens: int
-    kept: int
-    pruned: int
-    retention: float  # kept / tokens
-    kept_indices: list[int] = field(repr=False)  # raster order over token_grid
-    selector_ms: float = 0.0
-    preprocess_ms: float = 0.0
-    vit_flops_full: int = 0
-    vit_flops_kept: int = 0
-    vit_flops_saved: float = 0.0  # fraction of vit_flops_full
-    settings: dict[str, Any] = field(default_factory=dict)
-    overlay: str | None = None
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(", ", ": "))
-
-
-def load_image(path: Path) -> Any:
-    """Open ``path`` with PIL and decode it fully; :class:`InspectError` says why it can't be."""
-    from PIL import Image, UnidentifiedImageError
-
-    if path.is_dir():
-        raise InspectError("is a directory, not an image file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(path)
-            image.load()
-    except FileNotFoundError:
-        raise InspectError("no such file") from None
-    except PermissionError:
-        raise InspectError("permission denied") from None
-    except UnidentifiedImageError:
-        raise InspectError("not an image (Pillow cannot identify the file format)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise InspectError(f"too large to decode safely ({exc})") from None
-    except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
-        raise InspectError(f"cannot decode image data ({exc})") from None
-    if getattr(image, "n_frames", 1) > 1:
-        logger.info("%s has %d frames; inspecting the first", path, image.n_frames)
-    return image
-
-
-def inspect_image(
-    path: Path,
-    settings: PixelPruneSettings,
-    config: ImagePreprocessConfig,
-) -> tuple[InspectResult, PreprocessedImage, np.ndarray]:
-    """Preprocess and select one image. Returns the result, the preprocessed image and the keep
-    grid ``(rows, columns)`` bool. Raises :class:`InspectError` for unusable files."""
-    image = load_image(path)
-    start = time.perf_counter()
-    try:
-        pre = preprocess_image(image, config)
-    except ValueError as exc:
-        raise InspectError(str(exc)) from None
-    preprocess_ms = (time.perf_counter() - start) * 1e3
-    pixel_values = torch.from_numpy(pre.pixel_values)
-    grid = torch.tensor([pre.grid_thw], dtype=torch.int64)
-    start = time.perf_counter()
-    kept_indices = select_tokens(
-        pixel_values, grid,
-        merge_size=config.merge_size, temporal_patch_size=config.temporal_patch_size,
-        patch_size=config.patch_size, image_mean=config.image_mean, image_std=config.image_std,
-        threshold=settings.threshold, metric=settings.metric, method=settings.method,
-        anchored=settings.anchored,
-    )[0]
-    selector_ms = (time.perf_counter() - start) * 1e3
-    _, gh, gw = pre.grid_thw
-    rows, cols = gh // config.merge_size, gw // config.merge_size
-    tokens, kept = rows * cols, int(kept_indices.numel())
-    keep = np.zeros(tokens, dtype=bool)
-    keep[kept_indices.numpy()] = True
-    patches_per_token = config.merge_size**2
-    flops = estimate_vit_flops([tokens * patches_per_token], [kept * patches_per_token])
-    width, height = pre.original_size
-    resized_width, resized_height = pre.resized_size
-    result = InspectResult(
-        image=str(path), width=width, height=height,
-        resized_width=resized_width, resized_height=resized_height,
-        grid_thw=list(pre.grid_thw), token_grid=[rows, cols],
-        tokens=tokens, kept=kept, pruned=tokens - kept, retention=round(kept / tokens, 6),
-        kept_indices=kept_indices.tolist(),
-        selector_ms=round(selector_ms, 3), preprocess_ms=round(preprocess_ms, 3),
-        vit_flops_full=flops.full, vit_flops_kept=flops.kept,
-        vit_flops_saved=round(flops.saved_fraction, 6),
-        settings=_settings_dict(settings),
-    )
-    logger.debug("%s: %s", path, {k: v for k, v in asdict(result).items() if k != "kept_indices"})
-    return result, pre, keep.reshape(rows, cols)
-
-
-def _settings_dict(settings: PixelPruneSettings) -> dict[str, Any]:
-    return {
-        "threshold": settings.threshold,
-        "metric": settings.metric,
-        "method": settings.method,
-        "anchored": settings.is_anchored,
-    }
 
 
 def _describe_settings(settings: PixelPruneSettings) -> str:
@@ -193,37 +68,37 @@ def _overlay_caption(result: InspectResult, settings: PixelPruneSettings) -> str
     )
 
 
-def _overlay_path(directory: Path, image: Path, used: set[Path]) -> Path:
-    """``DIR/<stem>_overlay.png``; a numbered suffix keeps same-named inputs apart."""
-    candidate = directory / f"{image.stem}_overlay.png"
-    n = 2
-    while candidate in used:
-        candidate = directory / f"{image.stem}_overlay-{n}.png"
-        n += 1
-    used.add(candidate)
-    return candidate
+def overlay_paths(directory: Path, images: list[Path]) -> list[Path]:
+    """``DIR/<stem>_overlay.png`` per image; later images with an already used stem get
+    ``<stem>_overlay-2.png``, ``-3``, ... (in input order, so reruns name them the same)."""
+    used: set[Path] = set()
+    paths = []
+    for image in images:
+        candidate, n = directory / f"{image.stem}_overlay.png", 2
+        while candidate in used:
+            candidate, n = directory / f"{image.stem}_overlay-{n}.png", n + 1
+        used.add(candidate)
+        paths.append(candidate)
+    return paths
+
+
+def _overlay_conflicts(targets: list[Path], force: bool) -> list[str]:
+    """Why each target cannot be written: a link or folder always, an existing file without force."""
+    problems = []
+    for target in targets:
+        if target.is_symlink():
+            problems.append(f"{target} is a symbolic link (never written through or replaced)")
+        elif target.is_dir():
+            problems.append(f"{target} is a folder")
+        elif target.exists() and not force:
+            problems.append(f"{target} exists (pass --force to replace it)")
+    return problems
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``pixelprune inspect``."""
     parser.add_argument("images", metavar="IMAGE", nargs="+", type=Path, help="image files (PNG, JPEG, ...)")
-    parser.add_argument(
-        "--threshold", type=float, default=None, metavar="T",
-        help="similarity threshold tau >= 0 in [0, 1] pixel units (default 0: pixel-exact, lossless)",
-    )
-    parser.add_argument("--metric", default=None, metavar="M", help="distance: max (default), mae, rmse, exact")
-    parser.add_argument(
-        "--method", default=None, metavar="NAME", help="predictor: pred_2d (default), raster, serpentine"
-    )
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument(
-        "--anchored", dest="anchored", action="store_const", const=True, default=None,
-        help="compare with reconstructions (default when threshold > 0)",
-    )
-    mode.add_argument(
-        "--sliding", dest="anchored", action="store_const", const=False,
-        help="compare with the original neighbours",
-    )
+    add_settings_arguments(parser, defaults_from="PIXELPRUNE_* environment, else threshold 0, max, pred_2d")
     defaults = ImagePreprocessConfig()
     parser.add_argument(
         "--min-pixels", type=int, default=defaults.min_pixels, metavar="N",
@@ -236,19 +111,18 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object per image per line")
     parser.add_argument(
         "--overlay", type=Path, default=None, metavar="DIR",
-        help="write DIR/<image>_overlay.png showing kept and pruned tokens",
+        help="write DIR/<image stem>_overlay.png showing kept and pruned tokens (same stems: _overlay-2, ...)",
+    )
+    parser.add_argument(
+        "--force", action="store_true",
+        help="replace existing overlay files (symbolic links and folders are never replaced)",
     )
 
 
 def settings_from_args(args: argparse.Namespace) -> PixelPruneSettings:
     """Defaults < ``PIXELPRUNE_*`` environment variables < command-line flags. Raises ``ValueError``
     naming an invalid value and the allowed ones."""
-    overrides: dict[str, Any] = {
-        "threshold": args.threshold, "metric": args.metric, "method": args.method,
-    }
-    if args.anchored is not None:
-        overrides["anchored"] = args.anchored
-    return PixelPruneSettings().with_env().replace(**overrides)
+    return PixelPruneSettings().with_env().replace(**settings_overrides(args))
 
 
 def run(
@@ -258,7 +132,8 @@ def run(
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
-    """Run ``pixelprune inspect``. Returns 0 if every image was inspected, 1 if any failed.
+    """Run ``pixelprune inspect``. Returns 0 if every image was inspected, 1 if any failed or the
+    overlay targets are refused (nothing is inspected then).
 
     Invalid settings go to ``parser.error`` (exit status 2) when a parser is given, else raise
     ``ValueError``.
@@ -273,7 +148,14 @@ def run(
         if parser is None:
             raise
         parser.error(str(exc))
+    targets: list[Path | None] = [None] * len(args.images)
     if args.overlay is not None:
+        targets = overlay_paths(args.overlay, list(args.images))
+        problems = _overlay_conflicts(targets, getattr(args, "force", False))
+        if problems:
+            for problem in problems:
+                print(f"{prog}: error: overlay {problem}; nothing was written.", file=err)
+            return 1
         try:
             args.overlay.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -281,25 +163,19 @@ def run(
             return 1
     logger.debug("settings %s, preprocessing %s", settings, config)
     _warm_up()
-    used: set[Path] = set()
     failed = 0
     results: list[InspectResult] = []
-    for path in args.images:
+    for path, target in zip(args.images, targets):
         try:
             result, pre, keep = inspect_image(path, settings, config)
         except InspectError as exc:
             failed += 1
             print(f"{prog}: error: {path}: {exc}", file=err)
             continue
-        if args.overlay is not None:
-            from .overlay import render_overlay
-
-            target = _overlay_path(args.overlay, path, used)
-            picture = render_overlay(
-                pre.resized, keep, token_size=config.factor, caption=_overlay_caption(result, settings)
-            )
+        if target is not None:
             try:
-                picture.save(target, optimize=True)
+                _write_overlay(target, pre.resized, keep, config.factor, _overlay_caption(result, settings),
+                               replace=getattr(args, "force", False))
             except OSError as exc:
                 failed += 1
                 print(f"{prog}: error: {path}: cannot write overlay {target}: {exc}", file=err)
@@ -321,6 +197,19 @@ def run(
     if failed:
         logger.info("%d of %d image(s) failed", failed, len(args.images))
     return 1 if failed else 0
+
+
+def _write_overlay(target: Path, resized, keep, token_size: int, caption: str, *, replace: bool) -> None:
+    """Render and write one overlay PNG without following a symlink at ``target``; an existing file
+    is replaced only when ``replace`` (checked again at write time: ``FileExistsError`` otherwise)."""
+    from .overlay import render_overlay
+
+    buffer = io.BytesIO()
+    render_overlay(resized, keep, token_size=token_size, caption=caption).save(buffer, format="PNG", optimize=True)
+    if replace and target.exists() and not target.is_symlink():
+        replace_file(target, buffer.getvalue())
+    else:
+        create_new(target, buffer.getvalue())
 
 
 _WARMED_UP = False

@@ -7,7 +7,9 @@ on exact pixel rows and columns):
 * pruned tokens are faded into a slate tint and hatched diagonally (visible on light and dark
   content alike);
 * a faint token grid is drawn on the first pixel row and column of every token;
-* a caption bar below the image says how many tokens were kept.
+* a caption bar below the image says how many tokens were kept, with a kept-share meter and a legend;
+  it wraps its text and grows in height rather than cutting anything off, and an image narrower
+  than :data:`MIN_CAPTION_WIDTH` gets a wider canvas (the image at its left edge).
 
 Exact property (tested): in every token, the pixels off the grid line (rows and columns 1..31) are
 the resized image's pixels if the token is kept and differ from them if it is pruned (the tint
@@ -17,12 +19,14 @@ changes any colour but its own, and hatch pixels then move further towards the h
 from __future__ import annotations
 
 import logging
+import math
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["GRID_ALPHA", "PRUNED_ALPHA", "PRUNED_TINT", "caption_height", "render_overlay"]
+__all__ = ["GRID_ALPHA", "PRUNED_ALPHA", "PRUNED_TINT", "CaptionLayout", "caption_height", "caption_layout", "render_overlay"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,9 +64,85 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
-def caption_height(width: int) -> int:
+MIN_CAPTION_WIDTH = 256  # narrower images get a wider canvas so the caption stays readable
+MIN_FONT, MAX_FONT = 11, 22
+LEGEND = "pruned"
+
+
+@dataclass(frozen=True)
+class CaptionLayout:
+    """Where the caption bar's parts go. Boxes are ``(left, top, right, bottom)`` in pixels, relative
+    to the bar's top-left corner, right/bottom exclusive."""
+
+    width: int  # of the bar (and the canvas): max(image width, MIN_CAPTION_WIDTH)
+    height: int
+    font_size: int
+    meter: tuple[int, int, int, int]
+    swatch: tuple[int, int, int, int]  # the legend's pruned-token sample
+    legend_text: tuple[int, int, int, int]
+    lines: tuple[str, ...]  # the caption, word-wrapped; " ".join(lines) is the whole caption
+    line_boxes: tuple[tuple[int, int, int, int], ...]
+
+
+def _text_box(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont) -> tuple[int, int]:
+    """Width and height of ``text`` drawn with its top-left anchor at (0, 0), ink included."""
+    left, top, right, bottom = ImageDraw.Draw(Image.new("RGB", (1, 1))).textbbox((0, 0), text, font=font, anchor="lt")
+    return math.ceil(right), math.ceil(bottom)
+
+
+def _wrap(words: list[str], font: ImageFont.ImageFont | ImageFont.FreeTypeFont, width: int) -> list[str]:
+    """Greedy word wrap; a single word wider than ``width`` gets a line of its own."""
+    lines: list[str] = []
+    for word in words:
+        if lines and _text_box(f"{lines[-1]} {word}", font)[0] <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines
+
+
+def caption_layout(image_width: int, caption: str) -> CaptionLayout:
+    """Lay out the caption bar for an image ``image_width`` pixels wide: meter, caption text and
+    legend on one row when they fit, else the meter and the legend on the first row and the caption
+    word-wrapped below. Nothing is ever cut off: the bar grows with the text, and the canvas is at
+    least :data:`MIN_CAPTION_WIDTH` wide."""
+    width = max(image_width, MIN_CAPTION_WIDTH)
+    size = max(MIN_FONT, min(MAX_FONT, round(width / 64)))
+    font = _font(size)
+    pad = max(4, size // 2)
+    row = _text_box("Ag", font)[1] + pad  # one text row (ascender to descender) plus breathing room
+    meter_w = max(48, min(160, width // 8))
+    legend_w, _ = _text_box(LEGEND, font)
+    swatch_side = row - pad // 2
+    legend_total = swatch_side + pad // 2 + legend_w
+    caption_w, _ = _text_box(caption, font)
+    one_row = pad + meter_w + 2 * pad + caption_w + 2 * pad + legend_total + pad <= width
+    top = pad
+    meter = (pad, top, pad + meter_w, top + row)
+    legend_left = width - pad - legend_total
+    swatch = (legend_left, top + (row - swatch_side) // 2, legend_left + swatch_side, top + (row - swatch_side) // 2 + swatch_side)
+    legend_text = (swatch[2] + pad // 2, top, swatch[2] + pad // 2 + legend_w, top + row)
+    if one_row:
+        lines = [caption]
+        boxes = [(meter[2] + 2 * pad, top, meter[2] + 2 * pad + caption_w, top + row)]
+        height = top + row + pad
+    else:
+        lines = _wrap(caption.split(), font, width - 2 * pad)
+        boxes = []
+        y = top + row + pad // 2
+        for line in lines:
+            boxes.append((pad, y, pad + _text_box(line, font)[0], y + row))
+            y += row
+        height = y + pad
+    return CaptionLayout(
+        width=width, height=height, font_size=size, meter=meter, swatch=swatch, legend_text=legend_text,
+        lines=tuple(lines), line_boxes=tuple(boxes),
+    )
+
+
+def caption_height(width: int, caption: str) -> int:
     """Height in pixels of the caption bar drawn under an overlay of ``width`` pixels."""
-    return max(24, min(64, round(width / 40)))
+    return caption_layout(width, caption).height
 
 
 def render_overlay(
@@ -83,7 +163,8 @@ def render_overlay(
         caption: text of the caption bar below the image; ``None`` draws no bar.
 
     Returns:
-        An RGB image of ``W x H`` pixels, plus :func:`caption_height` rows if there is a caption.
+        An RGB image of ``W x H`` pixels; with a caption, :func:`caption_layout` rows are added below
+        and the canvas is ``max(W, MIN_CAPTION_WIDTH)`` wide.
     """
     height, width = resized_rgb.shape[:2]
     th, tw = height // token_size, width // token_size
@@ -104,44 +185,30 @@ def render_overlay(
     picture = Image.fromarray(out, "RGB")
     if caption is None:
         return picture
-    bar = caption_height(width)
-    canvas = Image.new("RGB", (width, height + bar), CAPTION_BACKGROUND)
+    layout = caption_layout(width, caption)
+    canvas = Image.new("RGB", (layout.width, height + layout.height), CAPTION_BACKGROUND)
     canvas.paste(picture, (0, 0))
-    _draw_caption(canvas, caption, top=height, bar=bar, kept_fraction=float(keep.mean()))
+    _draw_caption(canvas, layout, top=height, kept_fraction=float(keep.mean()))
     return canvas
 
 
-def _draw_caption(canvas: Image.Image, caption: str, *, top: int, bar: int, kept_fraction: float) -> None:
+def _shift(box: tuple[int, int, int, int], top: int) -> tuple[int, int, int, int]:
+    return box[0], box[1] + top, box[2], box[3] + top
+
+
+def _draw_caption(canvas: Image.Image, layout: CaptionLayout, *, top: int, kept_fraction: float) -> None:
     """Caption bar: a kept-share meter, the text, and a legend swatch for pruned tokens."""
     draw = ImageDraw.Draw(canvas)
-    width = canvas.width
-    pad = max(4, bar // 4)
-    # Meter: the kept share of the image's tokens.
-    meter_w = max(40, width // 8)
-    y0, y1 = top + pad, top + bar - pad
-    draw.rectangle((pad, y0, pad + meter_w, y1), fill=_PRUNED_WHITE, outline=CAPTION_TEXT)
+    font = _font(layout.font_size)
+    left, y0, right, y1 = _shift(layout.meter, top)
+    draw.rectangle((left, y0, right - 1, y1 - 1), fill=_PRUNED_WHITE, outline=CAPTION_TEXT)
     if kept_fraction > 0:
-        draw.rectangle((pad, y0, pad + round(meter_w * kept_fraction), y1), fill=CAPTION_ACCENT)
-    x = pad * 2 + meter_w + pad
-    # Shrink the text until it fits; a very narrow image keeps only the first clause.
-    size = max(10, int(bar * 0.5))
-    while size > 8 and draw.textlength(caption, font=_font(size)) > width - x - pad:
-        size -= 1
-    font = _font(size)
-    if draw.textlength(caption, font=font) > width - x - pad:
-        caption = caption.split(",")[0]
-        while len(caption) > 1 and draw.textlength(caption, font=font) > width - x - pad:
-            caption = caption[:-2] + "\u2026"
-    draw.text((x, top + bar / 2), caption, fill=CAPTION_TEXT, font=font, anchor="lm")
-    # Legend: a dimmed swatch = pruned, at the right edge if it fits.
-    legend = "pruned"
-    text_w = draw.textlength(legend, font=font)
-    caption_end = x + draw.textlength(caption, font=font)
-    swatch = y1 - y0
-    lx = width - pad - text_w - pad - swatch
-    if lx > caption_end + 2 * pad:
-        white = np.full((swatch, swatch, 3), 255, dtype=np.uint8)
-        sample = render_overlay(white, np.zeros((1, 1), dtype=bool), token_size=swatch)
-        canvas.paste(sample, (round(lx), y0))
-        draw.rectangle((lx, y0, lx + swatch, y1), outline=CAPTION_TEXT)
-        draw.text((lx + swatch + pad, top + bar / 2), legend, fill=CAPTION_TEXT, font=font, anchor="lm")
+        draw.rectangle((left, y0, left + round((right - 1 - left) * kept_fraction), y1 - 1), fill=CAPTION_ACCENT)
+    for line, box in zip(layout.lines, layout.line_boxes):
+        draw.text((box[0], box[1] + top), line, fill=CAPTION_TEXT, font=font, anchor="lt")
+    sl, st, sr, sb = _shift(layout.swatch, top)
+    white = np.full((sb - st, sr - sl, 3), 255, dtype=np.uint8)
+    canvas.paste(render_overlay(white, np.zeros((1, 1), dtype=bool), token_size=sb - st), (sl, st))
+    draw.rectangle((sl, st, sr - 1, sb - 1), outline=CAPTION_TEXT)
+    tl, tt, _, _ = _shift(layout.legend_text, top)
+    draw.text((tl, tt), LEGEND, fill=CAPTION_TEXT, font=font, anchor="lt")

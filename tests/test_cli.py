@@ -19,7 +19,7 @@ from PIL import Image
 
 from pixelprune import select_tokens
 from pixelprune.cli import main
-from pixelprune.overlay import caption_height
+from pixelprune.overlay import MIN_CAPTION_WIDTH
 from pixelprune.processing.image_preprocessing import ImagePreprocessConfig, preprocess_images
 
 REPO = Path(__file__).resolve().parents[1]
@@ -131,7 +131,7 @@ def test_overlay_marks_kept_and_pruned_tokens(images, tmp_path, capsys):
         assert overlay_path == out_dir / f"{name}_overlay.png"
         overlay = np.array(Image.open(overlay_path).convert("RGB"))
         width, height = row["resized_width"], row["resized_height"]
-        assert overlay.shape == (height + caption_height(width), width, 3)
+        assert overlay.shape[0] > height and overlay.shape[1:] == (max(width, MIN_CAPTION_WIDTH), 3)
         resized = np.array(Image.open(images[name]).convert("RGB").resize((width, height), Image.Resampling.BICUBIC))
         rows_, cols = height // 32, width // 32
         keep = np.zeros(rows_ * cols, dtype=bool)
@@ -154,6 +154,89 @@ def test_overlay_names_do_not_collide(tmp_path, images, capsys):
     code, rows, _ = run_json([str(images["page"]), str(twin), "--overlay", str(tmp_path / "o")], capsys)
     assert code == 0
     assert [Path(r["overlay"]).name for r in rows] == ["page_overlay.png", "page_overlay-2.png"]
+
+
+def _tree_bytes(folder: Path) -> dict[str, bytes | str]:
+    return {p.name: (f"-> {p.readlink()}" if p.is_symlink() else p.read_bytes()) for p in sorted(folder.iterdir())}
+
+
+def test_overlay_refuses_existing_files_unless_force(tmp_path, images, capsys):
+    out_dir = tmp_path / "o"
+    out_dir.mkdir()
+    (out_dir / "ui_overlay.png").write_bytes(b"my own picture")
+    before = _tree_bytes(out_dir)
+    code, rows, err = run_json([str(images["page"]), str(images["ui"]), "--overlay", str(out_dir)], capsys)
+    assert code == 1 and rows == []  # refused before any image is processed
+    assert f"overlay {out_dir / 'ui_overlay.png'} exists (pass --force to replace it); nothing was written" in err
+    assert _tree_bytes(out_dir) == before
+    code, rows, _ = run_json([str(images["page"]), str(images["ui"]), "--overlay", str(out_dir), "--force"], capsys)
+    assert code == 0 and [Path(r["overlay"]).name for r in rows] == ["page_overlay.png", "ui_overlay.png"]
+    assert Image.open(out_dir / "ui_overlay.png").size[1] > rows[1]["resized_height"]
+    assert sorted(p.name for p in out_dir.iterdir()) == ["page_overlay.png", "ui_overlay.png"]  # no temporary files left
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_overlay_never_writes_through_a_symlink(tmp_path, images, capsys, force):
+    out_dir, elsewhere = tmp_path / "o", tmp_path / "elsewhere"
+    out_dir.mkdir()
+    elsewhere.mkdir()
+    victim = elsewhere / "model.safetensors"
+    victim.write_bytes(b"weights")
+    (out_dir / "page_overlay.png").symlink_to(victim)
+    (out_dir / "ui_overlay.png").symlink_to(elsewhere / "dangling.png")
+    before = _tree_bytes(out_dir)
+    code, rows, err = run_json(
+        [str(images["page"]), str(images["ui"]), "--overlay", str(out_dir), *(["--force"] if force else [])], capsys
+    )
+    assert code == 1 and rows == []
+    assert err.count("is a symbolic link (never written through or replaced)") == 2
+    assert victim.read_bytes() == b"weights" and not (elsewhere / "dangling.png").exists()
+    assert _tree_bytes(out_dir) == before
+
+
+def test_overlay_write_refuses_a_file_that_appears_after_the_check(tmp_path, images, capsys, monkeypatch):
+    """The no-overwrite rule holds at write time too (exclusive create), not only in the up-front check."""
+    from pixelprune import inspect_images
+
+    out_dir = tmp_path / "o"
+    real = inspect_images._write_overlay
+
+    def racing(target, *args, **kwargs):
+        target.symlink_to(tmp_path / "planted.png")
+        return real(target, *args, **kwargs)
+
+    monkeypatch.setattr(inspect_images, "_write_overlay", racing)
+    code, rows, err = run_json([str(images["page"]), "--overlay", str(out_dir)], capsys)
+    assert code == 1 and rows == [] and "cannot write overlay" in err
+    assert not (tmp_path / "planted.png").exists() and (out_dir / "page_overlay.png").is_symlink()
+
+
+def _jpeg_with_orientation(path: Path, orientation: int, fmt: str) -> None:
+    """A 640x320 (width x height) picture with a distinct corner, tagged with EXIF ``orientation``."""
+    pixels = np.zeros((320, 640, 3), dtype=np.uint8)
+    pixels[:, :, 0] = np.linspace(0, 255, 640, dtype=np.uint8)[None, :]
+    pixels[:96, :64] = (255, 255, 255)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(pixels).save(path, format=fmt, exif=exif)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_exif_orientation_is_applied_like_transformers_load_image(tmp_path, capsys, fmt):
+    load_image = pytest.importorskip("transformers.image_utils").load_image
+    from pixelprune.inspection import load_image as our_load_image
+
+    for orientation in range(1, 9):
+        path = tmp_path / f"o{orientation}.{fmt.lower()}"
+        _jpeg_with_orientation(path, orientation, fmt)
+        theirs = np.array(load_image(str(path)))
+        ours = np.array(our_load_image(path).convert("RGB"))
+        assert ours.shape == theirs.shape and np.array_equal(ours, theirs), orientation
+        code, rows, _ = run_json([str(path)], capsys)
+        upright = theirs.shape[:2]  # (height, width) as the model sees it
+        assert code == 0 and (rows[0]["height"], rows[0]["width"]) == upright, orientation
+        assert rows[0]["grid_thw"] == [1, upright[0] // 16, upright[1] // 16], orientation
+    assert rows[0]["grid_thw"] == [1, 40, 20]  # orientations 5-8 turn the 640x320 picture upright: 320x640
 
 
 def test_bad_files_are_reported_and_others_still_processed(images, tmp_path, capsys):

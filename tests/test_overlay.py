@@ -1,0 +1,78 @@
+"""The overlay picture's caption bar at any image size: nothing cut off, the legend always there."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pixelprune.overlay import (
+    CAPTION_BACKGROUND,
+    MIN_CAPTION_WIDTH,
+    _font,
+    caption_layout,
+    render_overlay,
+)
+
+CAPTION = "PixelPrune: 3 / 16 tokens kept (18.8 %), 16 x 1 grid, threshold 0.05 mae, pred_2d"
+
+
+def _inside(box, width, height) -> bool:
+    left, top, right, bottom = box
+    return 0 <= left < right <= width and 0 <= top < bottom <= height
+
+
+def _overlap(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+@pytest.mark.parametrize(("width", "height"), [(32, 512), (64, 64), (512, 32), (320, 256), (1280, 800), (4096, 32)])
+def test_caption_layout_keeps_every_part_inside_and_apart(width, height):
+    layout = caption_layout(width, CAPTION)
+    assert layout.width == max(width, MIN_CAPTION_WIDTH)
+    assert " ".join(layout.lines) == CAPTION  # the whole caption, nothing cut off or elided
+    boxes = [layout.meter, layout.swatch, layout.legend_text, *layout.line_boxes]
+    for box in boxes:
+        assert _inside(box, layout.width, layout.height), (box, layout)
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert not _overlap(a, b), (a, b, layout)
+    # Every text box holds its text's ink (measured with the font it is drawn in).
+    probe = Image.new("RGB", (1, 1))
+    from PIL import ImageDraw
+
+    draw = ImageDraw.Draw(probe)
+    font = _font(layout.font_size)
+    for text, box in [*zip(layout.lines, layout.line_boxes), ("pruned", layout.legend_text)]:
+        left, top, right, bottom = draw.textbbox((box[0], box[1]), text, font=font, anchor="lt")
+        assert box[0] <= left and right <= box[2] and box[1] <= top and bottom <= box[3], (text, box)
+
+
+@pytest.mark.parametrize(("width", "height"), [(32, 512), (64, 64), (1280, 800)])
+def test_rendered_caption_draws_text_meter_and_legend(width, height):
+    image = np.full((height, width, 3), 255, dtype=np.uint8)
+    keep = np.zeros((height // 32, width // 32), dtype=bool)
+    keep.flat[0] = True
+    picture = np.array(render_overlay(image, keep, caption=CAPTION))
+    layout = caption_layout(width, CAPTION)
+    assert picture.shape == (height + layout.height, layout.width, 3)
+    bar = picture[height:]
+
+    def region(box):
+        return bar[box[1]:box[3], box[0]:box[2]]
+
+    background = np.asarray(CAPTION_BACKGROUND, dtype=np.uint8)
+    for box in (*layout.line_boxes, layout.legend_text, layout.meter):
+        assert (region(box) != background).any(axis=-1).sum() > 5, box  # ink in every part
+    # The legend swatch is a pruned token as the picture draws one (inside its outline).
+    sl, st, sr, sb = layout.swatch
+    side = sb - st
+    expected = np.array(render_overlay(np.full((side, side, 3), 255, np.uint8), np.zeros((1, 1), bool), token_size=side))
+    assert np.array_equal(region(layout.swatch)[2:-1, 2:-1], expected[2:-1, 2:-1])
+    # Outside the image and outside the laid-out parts, the bar is plain background.
+    mask = np.ones(bar.shape[:2], dtype=bool)
+    for box in (layout.meter, layout.swatch, layout.legend_text, *layout.line_boxes):
+        mask[box[1]:box[3], box[0]:box[2]] = False
+    assert (bar[mask] == background).all()
+    if width < MIN_CAPTION_WIDTH:  # the canvas right of a narrow image is background too
+        assert (picture[:height, width:] == background).all()
