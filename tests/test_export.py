@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from images import document_image
+from export_fixtures import document_png, tiny_export  # noqa: F401 - fixtures
 from tiny_models import ARCHITECTURES, tiny_checkpoint  # noqa: F401 - fixture
 
 from pixelprune.cli import main
@@ -28,10 +28,11 @@ FAMILY = "qwen3_vl"
 
 
 def tree(folder: Path) -> dict[str, tuple[str, str | None]]:
-    """name -> (sha256 of the content, symlink target or None), for every entry of ``folder``."""
+    """name -> (sha256 of the content, symlink target or None), for every entry of ``folder`` but
+    the marker (which records modification times)."""
     return {
         p.name: (hashlib.sha256(p.read_bytes()).hexdigest(), os.readlink(p) if p.is_symlink() else None)
-        for p in sorted(folder.iterdir())
+        for p in sorted(folder.iterdir()) if p.name != MARKER
     }
 
 
@@ -41,10 +42,8 @@ def full_tree(folder: Path) -> dict[str, tuple[str, int]]:
 
 
 @pytest.fixture(scope="module")
-def sample_image(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("export_sample") / "page.png"
-    document_image(256, 192, aligned=False).save(path)
-    return path
+def sample_image(document_png) -> Path:  # noqa: F811
+    return document_png
 
 
 @pytest.fixture(scope="module")
@@ -379,15 +378,15 @@ def test_cli_export_settings_and_usage_errors(base, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("family", ["qwen3_vl_moe", "qwen3_5", "qwen3_5_moe"])
-def test_other_families_use_their_templates(family, tiny_checkpoint, tmp_path):  # noqa: F811
-    out = tmp_path / family
-    result = export(tiny_checkpoint(family), out, sample_images=[])
+def test_other_families_use_their_templates(family, tiny_export):  # noqa: F811
+    out = tiny_export(family)
+    spec = load_families()[family]
     config = json.loads((out / "config.json").read_text())
-    assert config["model_type"] == family and config["architectures"] == [result.family.architecture]
-    assert result.family.stock_architecture == ARCHITECTURES[family]
+    assert config["model_type"] == family and config["architectures"] == [spec.architecture]
+    assert spec.stock_architecture == ARCHITECTURES[family]
     assert (out / f"{family}.py").is_file() and (out / "processing_pixelprune.py").is_file()
     processor = json.loads((out / "processor_config.json").read_text())
-    assert processor["auto_map"]["AutoProcessor"] == f"processing_pixelprune.{result.family.processor_class}"
+    assert processor["auto_map"]["AutoProcessor"] == f"processing_pixelprune.{spec.processor_class}"
 
 
 def test_exporter_module_has_no_optional_imports_at_top_level():
@@ -396,3 +395,87 @@ def test_exporter_module_has_no_optional_imports_at_top_level():
     top = [line for line in source.splitlines() if line.startswith(("import ", "from "))]
     assert not [line for line in top if "huggingface_hub" in line or "tqdm" in line], top
     assert sys.modules["pixelprune.hub_configs.exporter"] is exporter
+
+
+def test_card_infers_metadata_and_names_no_local_path(tiny_checkpoint, tmp_path, caplog):  # noqa: F811
+    from huggingface_hub import ModelCard
+
+    base = tmp_path / "fine-tuned"
+    shutil.copytree(tiny_checkpoint(FAMILY), base)
+    config = json.loads((base / "config.json").read_text())
+    (base / "config.json").write_text(json.dumps({**config, "_name_or_path": "Qwen/Qwen3-VL-2B-Instruct"}))
+    (base / "README.md").write_text("---\nlicense: apache-2.0\n---\n# my fine-tune\n")
+    out = tmp_path / "out" / "repo"
+    with caplog.at_level("WARNING"):
+        export(base, out, sample_images=[], repo_id="me/tiny-pixelprune")
+    assert not caplog.records  # everything known: nothing to warn about
+    card = ModelCard.load(out / "README.md")
+    data = card.data.to_dict()
+    assert data["base_model"] == "Qwen/Qwen3-VL-2B-Instruct" and data["license"] == "apache-2.0"
+    assert data["pipeline_tag"] == "image-text-to-text" and data["library_name"] == "transformers"
+    assert {"custom_code", "pixelprune", FAMILY} <= set(data["tags"])
+    assert 'repo = "me/tiny-pixelprune"' in card.text
+    assert str(tmp_path) not in card.text and "_name_or_path" not in (out / "config.json").read_text()
+    assert "pixelprune export Qwen/Qwen3-VL-2B-Instruct repo " in card.text
+
+    caplog.clear()
+    bare = tmp_path / "bare"
+    shutil.copytree(tiny_checkpoint(FAMILY), bare)
+    with caplog.at_level("WARNING"):
+        export(bare, tmp_path / "out2" / "repo", sample_images=[])
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert "--repo-id" in warned and "--base-model" in warned and "--license" in warned
+    card = ModelCard.load(tmp_path / "out2" / "repo" / "README.md")
+    assert "license" not in card.data.to_dict() and "base_model" not in card.data.to_dict()
+    assert 'repo = "YOUR_HUB_USER/repo"' in card.text and str(tmp_path) not in card.text
+
+
+def test_card_snippet_is_valid_python_that_needs_no_network(exported):
+    import ast
+    import re
+
+    text = (exported / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    assert len(blocks) == 1
+    ast.parse(blocks[0])
+    assert "http" not in blocks[0] and "Image.new(" in blocks[0]
+    # Install instructions that work today; the published form only as "once published".
+    assert "pip install ./pixelprune" in text and "python -m build --wheel" in text
+    for line in text.splitlines():
+        if 'pip install "pixelprune[' in line:
+            assert line.lstrip().startswith("# once published") or "once published" in line, line
+    assert "--trust-request-mm-kwargs" in text and "python -m vllm.entrypoints.openai.api_server" in text
+    assert "accelerate" in text and "pillow" in text.lower()
+
+
+def test_card_vit_flops_use_the_models_own_vision_tower(exported, sample_image, base):
+    from pixelprune.vit_flops import QWEN3_VL_2B_VISION, VisionTowerConfig, estimate_vit_flops
+
+    tower = VisionTowerConfig.from_vision_config(json.loads((base / "config.json").read_text())["vision_config"])
+    assert tower != QWEN3_VL_2B_VISION
+    text = (exported / "README.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith(f"| {sample_image.name} |"))
+    tokens, kept = int(row.split("|")[4]), int(row.split("|")[5])
+    own = estimate_vit_flops([4 * tokens], [4 * kept], tower).saved_fraction
+    assert row.rstrip(" |").endswith(f"{own:.1%}")
+    assert f"depth {tower.depth}, width {tower.hidden_size}" in text and "Qwen3-VL-2B" not in text
+
+
+def test_export_help_lists_every_setting_option(capsys):
+    with pytest.raises(SystemExit):
+        main(["export", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    for option in ("--threshold", "--metric", "--method", "--anchored", "--sliding", "--repo-id"):
+        assert option in help_text
+    assert "max, mae, rmse, exact" in help_text
+
+
+def test_non_finite_threshold_is_refused_and_nothing_written(base, tmp_path, capsys):
+    out = tmp_path / "repo"
+    assert main(["export", str(base), str(out), "--threshold", "inf", "--sample-images", str(base / "config.json")]) != 0
+    assert "inf" in capsys.readouterr().err.lower()
+    assert not out.exists()
+    from pixelprune.hub_configs.export_plan import json_bytes
+
+    with pytest.raises(ExportError, match="would not be strict JSON"):
+        json_bytes({"threshold": float("inf")}, "processor_config.json")

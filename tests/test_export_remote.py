@@ -20,10 +20,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from images import document_image
+from export_fixtures import document_png, tiny_export  # noqa: F401 - fixtures
 from tiny_models import ARCHITECTURES, FAMILIES, tiny_checkpoint  # noqa: F401 - fixture
 
-from pixelprune.hub_configs.exporter import export
 from pixelprune.hub_configs.families import load_families
 
 pytestmark = pytest.mark.slow
@@ -117,23 +116,21 @@ SUBPROCESS_SCRIPT = textwrap.dedent(
 
 
 @pytest.fixture(scope="module")
-def image_path(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("export_image") / "document.png"
-    document_image(256, 192, aligned=True).save(path)
-    return path
+def image_path(document_png) -> Path:  # noqa: F811
+    return document_png
 
 
 @pytest.fixture(scope="module")
-def exported(tiny_checkpoint, tmp_path_factory) -> dict[str, dict[str, str]]:  # noqa: F811
-    root = tmp_path_factory.mktemp("exports")
+def exported(tiny_checkpoint, tiny_export) -> dict[str, dict[str, str]]:  # noqa: F811
     families = load_families()
-    repos = {}
-    for family in FAMILIES:
-        base = tiny_checkpoint(family)
-        out = root / family
-        export(base, out, sample_images=[])
-        repos[family] = {"base": str(base), "out": str(out), "stock_architecture": families[family].stock_architecture}
-    return repos
+    return {
+        family: {
+            "base": str(tiny_checkpoint(family)),
+            "out": str(tiny_export(family)),
+            "stock_architecture": families[family].stock_architecture,
+        }
+        for family in FAMILIES
+    }
 
 
 @pytest.fixture(scope="module")
