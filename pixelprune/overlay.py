@@ -192,6 +192,11 @@ def render_overlay(
     return canvas
 
 
+def _text_anchor(box: tuple[int, int, int, int], top: int) -> tuple[float, float]:
+    """Where a text is drawn with anchor ``"lm"`` (left, vertical middle) to sit centred in ``box``."""
+    return box[0], top + (box[1] + box[3]) / 2
+
+
 def _shift(box: tuple[int, int, int, int], top: int) -> tuple[int, int, int, int]:
     return box[0], box[1] + top, box[2], box[3] + top
 
@@ -205,10 +210,9 @@ def _draw_caption(canvas: Image.Image, layout: CaptionLayout, *, top: int, kept_
     if kept_fraction > 0:
         draw.rectangle((left, y0, left + round((right - 1 - left) * kept_fraction), y1 - 1), fill=CAPTION_ACCENT)
     for line, box in zip(layout.lines, layout.line_boxes):
-        draw.text((box[0], box[1] + top), line, fill=CAPTION_TEXT, font=font, anchor="lt")
+        draw.text(_text_anchor(box, top), line, fill=CAPTION_TEXT, font=font, anchor="lm")
     sl, st, sr, sb = _shift(layout.swatch, top)
     white = np.full((sb - st, sr - sl, 3), 255, dtype=np.uint8)
     canvas.paste(render_overlay(white, np.zeros((1, 1), dtype=bool), token_size=sb - st), (sl, st))
     draw.rectangle((sl, st, sr - 1, sb - 1), outline=CAPTION_TEXT)
-    tl, tt, _, _ = _shift(layout.legend_text, top)
-    draw.text((tl, tt), LEGEND, fill=CAPTION_TEXT, font=font, anchor="lt")
+    draw.text(_text_anchor(layout.legend_text, top), LEGEND, fill=CAPTION_TEXT, font=font, anchor="lm")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -130,7 +129,6 @@ class Killed(BaseException):
 def _kill_at(monkeypatch, stage: str) -> None:
     """Make the writer die at ``stage``."""
     if stage == "first marker":
-        real = export_writer._write_marker
         monkeypatch.setattr(export_writer, "_write_marker", lambda *a, **k: (_ for _ in ()).throw(Killed()))
     elif stage == "weight copy":
         real_copy = export_writer._copy_weights

@@ -10,6 +10,7 @@ from pixelprune.overlay import (
     CAPTION_BACKGROUND,
     MIN_CAPTION_WIDTH,
     _font,
+    _text_anchor,
     caption_layout,
     render_overlay,
 )
@@ -44,7 +45,7 @@ def test_caption_layout_keeps_every_part_inside_and_apart(width, height):
     draw = ImageDraw.Draw(probe)
     font = _font(layout.font_size)
     for text, box in [*zip(layout.lines, layout.line_boxes), ("pruned", layout.legend_text)]:
-        left, top, right, bottom = draw.textbbox((box[0], box[1]), text, font=font, anchor="lt")
+        left, top, right, bottom = draw.textbbox(_text_anchor(box, 0), text, font=font, anchor="lm")
         assert box[0] <= left and right <= box[2] and box[1] <= top and bottom <= box[3], (text, box)
 
 
