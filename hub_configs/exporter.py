@@ -96,7 +96,13 @@ def export(
         base, out, settings=settings, weights=weights, force=force, sample_images=sample_images,
         base_model=base_model, license=license, repo_id=repo_id, push_to_hub=push_to_hub,
     )
-    mode = write_plan(plan)
+    try:
+        mode = write_plan(plan)
+    except OSError as exc:  # disk full, permissions, ...: the marker says "in progress"
+        raise ExportError(
+            f"Writing into OUT {plan.out} failed: {exc}. OUT still holds the previous export (if any); "
+            "rerun the same command once the cause is fixed to finish the export."
+        ) from exc
     logger.info("Exported %s (%s) to %s", plan.base_arg, plan.family.display_name, plan.out)
     result = ExportResult(
         out=plan.out, family=plan.family, settings=plan.settings, files=sorted(plan.names),

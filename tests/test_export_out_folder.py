@@ -221,3 +221,20 @@ def test_interrupted_staging_folder_is_only_removed_when_the_marker_names_it(bas
     (lookalike / "keep.txt").write_text("not the exporter's")
     export(base, out, sample_images=[], force=True)  # a foreign entry, not in the export's names
     assert (lookalike / "keep.txt").read_text() == "not the exporter's"
+
+
+def test_a_write_error_is_one_clear_export_error_and_keeps_the_old_export(base, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    export(base, out, sample_images=[])
+    old = tree(out)
+
+    def disk_full(staging, plan):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(export_writer, "_stage", disk_full)
+    with pytest.raises(ExportError, match="No space left on device.*still holds the previous export.*rerun"):
+        export(base, out, sample_images=[], weights="copy")
+    assert {k: v for k, v in tree(out).items() if not k.startswith(STAGING_PREFIX)} == old
+    monkeypatch.undo()
+    export(base, out, sample_images=[], weights="copy")
+    assert not [p for p in out.iterdir() if p.name.startswith(STAGING_PREFIX)]
