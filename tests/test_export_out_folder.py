@@ -238,3 +238,14 @@ def test_a_write_error_is_one_clear_export_error_and_keeps_the_old_export(base, 
     monkeypatch.undo()
     export(base, out, sample_images=[], weights="copy")
     assert not [p for p in out.iterdir() if p.name.startswith(STAGING_PREFIX)]
+
+
+def test_a_symlink_in_out_is_replaced_never_written_through(base, tmp_path, victims):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "config.json").symlink_to(victims["absolute"])
+    with pytest.raises(ExportError, match="not empty and was not written by pixelprune export"):
+        export(base, out, sample_images=[])
+    export(base, out, sample_images=[], force=True)
+    assert victims["absolute"].read_bytes() == b"precious weights"
+    assert not (out / "config.json").is_symlink() and json.loads((out / "config.json").read_text())["auto_map"]
