@@ -53,7 +53,7 @@ def _load_exporter() -> tuple[ModuleType | None, str]:
     except ModuleNotFoundError as exc:
         if exc.name and EXPORTER_MODULE.startswith(exc.name):
             return None, "this installation of pixelprune has no Hub exporter"
-        return None, f"it needs the module {exc.name!r} (install the extras: pip install 'pixelprune[hub,transformers]')"
+        return None, f"it needs the module {exc.name!r} (install the extras; from a clone: pip install '.[hub,transformers]')"
 
 
 def build_parser(*, with_exporter: bool = False) -> argparse.ArgumentParser:
