@@ -1,15 +1,36 @@
 """PixelPrune settings: one validated record shared by the processors, vLLM and the CLI.
 
+Every setting enters through :func:`resolve_settings` (or :class:`PixelPruneSettings` itself) and is
+validated there, once; the rest of the code receives a :class:`PixelPruneSettings`.
+
 Precedence, lowest to highest (each layer only overrides the keys it sets):
 
-1. built-in defaults (:data:`DEFAULTS`);
-2. the settings saved with the processor / checkpoint (``pixelprune`` block of its config);
-3. environment variables (``PIXELPRUNE_ENABLED``, ``PIXELPRUNE_THRESHOLD``, ``PIXELPRUNE_METRIC``,
-   ``PIXELPRUNE_METHOD``, ``PIXELPRUNE_ANCHORED``, ``PIXELPRUNE_VERBOSE``), kept for users of the
-   paper's code;
-4. engine-wide overrides (vLLM ``--mm-processor-kwargs``);
-5. per-call / per-request overrides (``processor(..., pixelprune_threshold=0.02)``, a vLLM request's
-   ``mm_processor_kwargs``).
+====  ==========================================================  ===============================
+ #    layer                                                       where it comes from
+====  ==========================================================  ===============================
+1     built-in defaults                                           :class:`PixelPruneSettings`
+2     saved with the checkpoint / processor                       ``pixelprune`` block of
+                                                                  ``processor_config.json``
+                                                                  (``pixelprune={...}``)
+3     environment                                                 ``PIXELPRUNE_*`` variables
+4     explicit arguments in code / on the command line            ``from_pretrained(...,
+                                                                  pixelprune_threshold=0.5)``,
+                                                                  constructor ``pixelprune_*``,
+                                                                  ``pixelprune inspect`` flags
+5     engine-wide                                                 vLLM ``--mm-processor-kwargs``
+6     per call / per request                                      ``processor(...,
+                                                                  pixelprune_threshold=...)``,
+                                                                  a request's
+                                                                  ``mm_processor_kwargs``
+====  ==========================================================  ===============================
+
+Why this order: each layer is more specific than the ones below it. The environment is a
+process-wide default set by whoever launches the program (kept for users of the paper's code); it
+beats what a checkpoint was saved with, but an argument written in code names one object and
+one intent, so it beats the environment (a stray ``PIXELPRUNE_THRESHOLD`` must not silently
+override ``from_pretrained(..., pixelprune_threshold=0.5)``). Layers 4 and 5 never meet in one
+path: transformers has no engine, and in vLLM the code's own arguments *are* the engine-wide
+``mm_processor_kwargs``. A call / request overrides everything for itself only.
 """
 
 from __future__ import annotations
@@ -107,14 +128,7 @@ class PixelPruneSettings:
 
     def with_env(self, environ: Mapping[str, str] | None = None) -> PixelPruneSettings:
         """Apply the ``PIXELPRUNE_*`` environment variables that are set."""
-        env = os.environ if environ is None else environ
-        overrides: dict[str, Any] = {}
-        for field in dataclasses.fields(self):
-            key = ENV_PREFIX + field.name.upper()
-            if key in env:
-                overrides[field.name] = env[key]
-        if "anchored" in overrides:
-            overrides["anchored"] = _parse_optional_bool("anchored", overrides["anchored"])
+        overrides = env_overrides(environ)
         return self.replace(**overrides) if overrides else self
 
     def with_kwargs(self, kwargs: dict[str, Any], *, pop: bool = True) -> PixelPruneSettings:
@@ -122,21 +136,80 @@ class PixelPruneSettings:
 
         An unknown ``pixelprune_*`` key raises, so a typo never silently does nothing.
         """
-        keys = [k for k in kwargs if k.startswith(KWARG_PREFIX)]
-        overrides = {k[len(KWARG_PREFIX):]: (kwargs.pop(k) if pop else kwargs[k]) for k in keys}
-        if "anchored" in overrides:
-            overrides["anchored"] = _parse_optional_bool("anchored", overrides["anchored"])
+        overrides = pop_prefixed(kwargs) if pop else split_prefixed(kwargs)[0]
         return self.replace(**overrides) if overrides else self
 
 
+def split_prefixed(kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split keyword arguments into (our settings by field name, without the ``pixelprune_``
+    prefix; everything else, untouched). The one place that knows the prefix."""
+    ours = {k[len(KWARG_PREFIX):]: v for k, v in kwargs.items() if k.startswith(KWARG_PREFIX)}
+    rest = {k: v for k, v in kwargs.items() if not k.startswith(KWARG_PREFIX)}
+    return ours, rest
+
+
+def pop_prefixed(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Remove the ``pixelprune_*`` entries from ``kwargs``; return them by field name."""
+    return {k[len(KWARG_PREFIX):]: kwargs.pop(k) for k in list(kwargs) if k.startswith(KWARG_PREFIX)}
+
+
+def prefixed(name: str) -> str:
+    """The keyword / ``mm_processor_kwargs`` key of a setting: ``threshold`` -> ``pixelprune_threshold``."""
+    return KWARG_PREFIX + name
+
+
+def env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The settings the ``PIXELPRUNE_*`` environment variables set, by field name (unvalidated)."""
+    env = os.environ if environ is None else environ
+    names = [f.name for f in dataclasses.fields(PixelPruneSettings)]
+    return {name: env[ENV_PREFIX + name.upper()] for name in names if ENV_PREFIX + name.upper() in env}
+
+
+def resolve_settings(
+    saved: PixelPruneSettings | Mapping[str, Any] | None = None,
+    *,
+    explicit: Mapping[str, Any] | None = None,
+    engine: Mapping[str, Any] | None = None,
+    call: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> PixelPruneSettings:
+    """The effective settings: defaults < ``saved`` < environment < ``explicit`` < ``engine`` <
+    ``call`` (see the table in the module docstring for what each layer is and why).
+
+    Layers other than ``saved`` are mappings by field name (``{"threshold": 0.1}``; use
+    :func:`split_prefixed` on ``pixelprune_*`` keywords first); ``None`` values are ignored, as
+    by :meth:`PixelPruneSettings.replace`. ``environ`` defaults to ``os.environ``. Every layer is
+    validated on the way (``ValueError`` naming the bad value and what is allowed), including the
+    environment, so a bad ``PIXELPRUNE_*`` variable fails even when a higher layer overrides it.
+    """
+    if isinstance(saved, PixelPruneSettings):
+        settings = saved
+    elif saved is None or isinstance(saved, Mapping):
+        settings = PixelPruneSettings.from_dict(saved)
+    else:
+        raise ValueError(f"pixelprune={saved!r} is invalid; pass a dict of settings or a PixelPruneSettings.")
+    settings = settings.with_env(environ)
+    for layer in (explicit, engine, call):
+        if layer:
+            settings = settings.replace(**dict(layer))
+    return settings
+
+
 def validate_threshold(threshold: Any) -> float:
-    """Return ``threshold`` as a float, or raise ``ValueError`` if it is not a number >= 0."""
+    """Return ``threshold`` as a float, or raise ``ValueError`` unless it is a finite number in
+    [0, 1] (distances are in [0, 1] pixel units, so a larger threshold would mean "prune all").
+
+    Booleans are refused: ``True`` (Python) / ``true`` (JSON) would otherwise read as 1.0."""
+    if isinstance(threshold, bool):
+        raise ValueError(f"PixelPrune threshold={threshold!r} is not a number; use a float >= 0 and <= 1.")
     try:
         value = float(threshold)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ValueError(f"PixelPrune threshold={threshold!r} is not a number; use a float >= 0.") from None
-    if math.isnan(value) or value < 0:
-        raise ValueError(f"PixelPrune threshold={threshold!r} is invalid; use a float >= 0 (0 = lossless).")
+    if not math.isfinite(value) or value < 0 or value > 1:
+        raise ValueError(
+            f"PixelPrune threshold={threshold!r} is invalid; use a float >= 0 and <= 1 (0 = lossless)."
+        )
     return value
 
 

@@ -19,7 +19,7 @@ from typing import TextIO
 import torch
 
 from .core.selector import select_tokens
-from .core.settings import PixelPruneSettings
+from .core.settings import PixelPruneSettings, resolve_settings
 from .inspection import InspectError, InspectResult, inspect_image
 from .processing.image_preprocessing import ImagePreprocessConfig
 from .safe_files import create_new, replace_file
@@ -120,9 +120,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> PixelPruneSettings:
-    """Defaults < ``PIXELPRUNE_*`` environment variables < command-line flags. Raises ``ValueError``
-    naming an invalid value and the allowed ones."""
-    return PixelPruneSettings().with_env().replace(**settings_overrides(args))
+    """Defaults < ``PIXELPRUNE_*`` environment variables < command-line flags (explicit arguments,
+    :func:`~pixelprune.core.settings.resolve_settings`). Raises ``ValueError`` naming an invalid
+    value and the allowed ones."""
+    return resolve_settings(explicit=settings_overrides(args))
 
 
 def run(

@@ -4,10 +4,11 @@ They run the stock processing, select the kept tokens of every image with the sh
 emit each image's ``<|image_pad|>`` run at its *kept* length and return ``image_keep_mask``
 (DESIGN.md) next to the stock keys. With pruning disabled the output is exactly the stock one.
 
-Settings precedence (lowest to highest, see :mod:`.settings`): defaults < the ``pixelprune``
-block saved in ``processor_config.json`` (or constructor arguments ``pixelprune={...}`` /
-``pixelprune_<name>=...``) < ``PIXELPRUNE_*`` environment variables < per-call
-``pixelprune_<name>=...`` keyword arguments of ``__call__`` / ``apply_chat_template``.
+Settings precedence (lowest to highest, :func:`pixelprune.core.settings.resolve_settings`):
+defaults < the ``pixelprune`` block saved in ``processor_config.json`` (constructor argument
+``pixelprune={...}``) < ``PIXELPRUNE_*`` environment variables < explicit ``pixelprune_<name>=...``
+arguments of the constructor / ``from_pretrained`` < per-call ``pixelprune_<name>=...`` keyword
+arguments of ``__call__`` / ``apply_chat_template``.
 
 Statistics of the latest call are in ``processor.last_pruning_stats`` (one
 :class:`ImagePruningStats` per image) and are logged by ``pixelprune.core.pruning``
@@ -27,7 +28,7 @@ from transformers.utils import is_torchvision_available
 
 from ..core.keep_mask import kept_tokens_per_image
 from ..core.pruning import ImagePruningStats, SelectorGeometry, prune_image_batch
-from ..core.settings import KWARG_PREFIX, PixelPruneSettings
+from ..core.settings import PixelPruneSettings, pop_prefixed, resolve_settings
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +50,6 @@ def _coerce_settings(value: PixelPruneSettings | Mapping[str, Any] | None) -> Pi
     raise ValueError(
         f"pixelprune={value!r} is invalid; pass a dict of settings or a PixelPruneSettings."
     )
-
-
-def _pop_pixelprune_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
-    return {k: kwargs.pop(k) for k in list(kwargs) if k.startswith(KWARG_PREFIX)}
 
 
 class PixelPruneQwen3VLProcessor(Qwen3VLProcessor):
@@ -77,11 +74,21 @@ class PixelPruneQwen3VLProcessor(Qwen3VLProcessor):
         pixelprune: PixelPruneSettings | Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        settings = _coerce_settings(pixelprune).with_kwargs(kwargs)
-        settings.with_env()  # invalid PIXELPRUNE_* variables fail here, not at the first call
+        saved = _coerce_settings(pixelprune)
+        explicit = pop_prefixed(kwargs)
+        resolve_settings(saved, explicit=explicit)  # invalid values (and PIXELPRUNE_*) fail here
         super().__init__(image_processor, tokenizer, video_processor, chat_template=chat_template, **kwargs)
-        self.pixelprune: dict[str, Any] = settings.to_dict()
         self.last_pruning_stats: list[ImagePruningStats] = []
+        self.pixelprune: dict[str, Any] = saved.to_dict()
+        self._pixelprune_explicit: dict[str, Any] = {}
+        self._set_explicit_settings(explicit)
+
+    def _set_explicit_settings(self, explicit: Mapping[str, Any]) -> None:
+        """Record explicit ``pixelprune_*`` arguments: they beat the environment, and they are
+        also merged into ``self.pixelprune`` so that ``save_pretrained`` saves them."""
+        if explicit:
+            self.pixelprune = self.pixelprune_settings.replace(**explicit).to_dict()
+            self._pixelprune_explicit = {**self._pixelprune_explicit, **explicit}
 
     @classmethod
     def get_attributes(cls) -> list[str]:
@@ -93,11 +100,11 @@ class PixelPruneQwen3VLProcessor(Qwen3VLProcessor):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any):
-        """Stock loading; ``pixelprune_<name>=...`` keyword arguments override the saved settings."""
-        overrides = _pop_pixelprune_kwargs(kwargs)
+        """Stock loading; ``pixelprune_<name>=...`` keyword arguments override the saved settings
+        and the ``PIXELPRUNE_*`` environment variables (explicit arguments in code win)."""
+        overrides = pop_prefixed(kwargs)
         processor = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-        if overrides:
-            processor.pixelprune_settings = processor.pixelprune_settings.with_kwargs(overrides)
+        processor._set_explicit_settings(overrides)
         return processor
 
     @property
@@ -107,12 +114,19 @@ class PixelPruneQwen3VLProcessor(Qwen3VLProcessor):
 
     @pixelprune_settings.setter
     def pixelprune_settings(self, value: PixelPruneSettings | Mapping[str, Any]) -> None:
+        """Replace the saved settings (earlier explicit ``pixelprune_*`` arguments are dropped;
+        the environment overrides the new value as it would a saved block)."""
         self.pixelprune = _coerce_settings(value).to_dict()
+        self._pixelprune_explicit = {}
 
     def effective_pixelprune_settings(self, kwargs: dict[str, Any] | None = None) -> PixelPruneSettings:
-        """Saved settings < environment < ``pixelprune_*`` entries of ``kwargs`` (popped)."""
-        base = _CALL_SETTINGS.get() or self.pixelprune_settings.with_env()
-        return base.with_kwargs(kwargs if kwargs is not None else {})
+        """Saved < environment < explicit constructor / ``from_pretrained`` arguments <
+        ``pixelprune_*`` entries of ``kwargs`` (popped), or the settings of the call in progress."""
+        call = pop_prefixed(kwargs) if kwargs is not None else {}
+        base = _CALL_SETTINGS.get() or resolve_settings(
+            self.pixelprune_settings, explicit=getattr(self, "_pixelprune_explicit", None)
+        )
+        return base.replace(**call) if call else base
 
     def __call__(self, images=None, text=None, videos=None, audio=None, **kwargs: Any):
         """Stock ``Qwen3VLProcessor.__call__`` plus pruning; accepts ``pixelprune_<name>=...``."""
@@ -139,7 +153,7 @@ class PixelPruneQwen3VLProcessor(Qwen3VLProcessor):
             _CALL_SETTINGS.reset(token)
 
     def _process_images(self, images: Any, **kwargs: Any):
-        settings = _CALL_SETTINGS.get() or self.pixelprune_settings.with_env()
+        settings = self.effective_pixelprune_settings()
         if not settings.enabled:
             return super()._process_images(images, **kwargs)
         processed = self.image_processor(images, **kwargs)

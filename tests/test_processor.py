@@ -255,9 +255,20 @@ def test_environment_variables(family, ckpt, monkeypatch):
     exact = processor(images=images, text=text, return_tensors="pt", pixelprune_threshold=0.0)
     assert torch.equal(exact[KEEP_MASK_KEY], expected_mask(exact, processor.image_processor))
     # the environment beats the saved settings, and is not saved
-    saved = PROCESSOR_CLASSES[family].from_pretrained(ckpt, pixelprune_threshold=0.0)
+    saved = PROCESSOR_CLASSES[family].from_pretrained(ckpt)
     assert torch.equal(saved(images=images, text=text, return_tensors="pt")[KEEP_MASK_KEY], lossy[KEEP_MASK_KEY])
     assert saved.pixelprune_settings.threshold == 0.0
+    # an explicit argument in code beats the environment (#12 item 10), in from_pretrained and
+    # in the constructor, and a per-call argument beats both
+    explicit = PROCESSOR_CLASSES[family].from_pretrained(ckpt, pixelprune_threshold=0.0)
+    assert torch.equal(explicit(images=images, text=text, return_tensors="pt")[KEEP_MASK_KEY], exact[KEEP_MASK_KEY])
+    parts = {"image_processor": processor.image_processor, "tokenizer": processor.tokenizer}
+    if HAS_TORCHVISION:
+        parts["video_processor"] = processor.video_processor
+    built = PROCESSOR_CLASSES[family](**parts, pixelprune_threshold=0.0)
+    assert torch.equal(built(images=images, text=text, return_tensors="pt")[KEEP_MASK_KEY], exact[KEEP_MASK_KEY])
+    per_call = explicit(images=images, text=text, return_tensors="pt", pixelprune_threshold=0.3)
+    assert torch.equal(per_call[KEEP_MASK_KEY], lossy[KEEP_MASK_KEY])
     monkeypatch.setenv("PIXELPRUNE_METRIC", "cosine")
     with pytest.raises(ValueError, match="metric.*'max'"):
         PROCESSOR_CLASSES[family].from_pretrained(ckpt)

@@ -36,7 +36,7 @@ import torch
 
 from ..core.keep_mask import tokens_per_image
 from ..core.pruning import SelectorGeometry, prune_image_batch
-from ..core.settings import KWARG_PREFIX, PixelPruneSettings
+from ..core.settings import PixelPruneSettings, prefixed, resolve_settings, split_prefixed
 
 from vllm.model_executor.models.qwen3_5 import Qwen3_5MoeProcessingInfo, Qwen3_5ProcessingInfo
 from vllm.model_executor.models.qwen3_vl import Qwen3VLMultiModalProcessor, Qwen3VLProcessingInfo
@@ -70,24 +70,19 @@ def saved_settings(model_dir: str) -> PixelPruneSettings:
     return PixelPruneSettings()
 
 
-def split_pixelprune_kwargs(kwargs: Mapping[str, object]) -> tuple[dict[str, object], dict[str, object]]:
-    """Split ``kwargs`` into (``pixelprune_*`` keys, everything else)."""
-    ours = {k: v for k, v in kwargs.items() if k.startswith(KWARG_PREFIX)}
-    rest = {k: v for k, v in kwargs.items() if not k.startswith(KWARG_PREFIX)}
-    return ours, rest
-
-
 class PixelPruneProcessingInfoMixin:
     """Adds the checkpoint's saved PixelPrune settings to a stock Qwen3-VL processing info."""
 
     @cached_property
     def pixelprune_defaults(self) -> PixelPruneSettings:
         """Saved settings overridden by ``PIXELPRUNE_*`` environment variables."""
-        return saved_settings(self.ctx.model_config.model).with_env()
+        return resolve_settings(saved_settings(self.ctx.model_config.model))
 
     def pixelprune_settings(self, pixelprune_kwargs: Mapping[str, object]) -> PixelPruneSettings:
-        """Settings for one call; ``pixelprune_kwargs`` are engine-wide merged with request kwargs."""
-        return self.pixelprune_defaults.with_kwargs(dict(pixelprune_kwargs))
+        """Settings for one call: :func:`~pixelprune.core.settings.resolve_settings` with
+        ``pixelprune_kwargs`` (settings by field name, engine-wide ``--mm-processor-kwargs``
+        already merged with the request's by vLLM, the request winning) as the top layer."""
+        return resolve_settings(self.pixelprune_defaults, call=pixelprune_kwargs)
 
 
 class PixelPruneQwen3VLProcessingInfo(PixelPruneProcessingInfoMixin, Qwen3VLProcessingInfo):
@@ -112,15 +107,15 @@ class PixelPruneQwen3VLMultiModalProcessor(Qwen3VLMultiModalProcessor):
     def get_dummy_inputs(self, seq_len, mm_counts, mm_options):
         # Profiling must see full grids: a white dummy would otherwise prune to one token.
         inputs = super().get_dummy_inputs(seq_len, mm_counts, mm_options)
-        kwargs = {**inputs.hf_processor_mm_kwargs, f"{KWARG_PREFIX}enabled": False}
+        kwargs = {**inputs.hf_processor_mm_kwargs, prefixed("enabled"): False}
         return dataclasses.replace(inputs, hf_processor_mm_kwargs=kwargs)
 
     def _apply_hf_processor_main(self, mm_items, hf_kwargs):
         # Engine-wide --mm-processor-kwargs merged with the request's (the request wins).
         merged = self.info.ctx.get_merged_mm_kwargs(hf_kwargs)
-        ours, _ = split_pixelprune_kwargs(merged)
+        ours, _ = split_prefixed(merged)
         settings = self.info.pixelprune_settings(ours)
-        _, hf_only = split_pixelprune_kwargs(hf_kwargs)
+        _, hf_only = split_prefixed(hf_kwargs)
         processed = super()._apply_hf_processor_main(mm_items, hf_only)
         if "pixel_values" in processed:
             processed[KEEP_MASK_FIELD] = self._image_keep_mask(processed, hf_only, settings)
@@ -178,7 +173,7 @@ class PixelPruneQwen3VLMultiModalProcessor(Qwen3VLMultiModalProcessor):
     def apply(self, inputs, timing_ctx):
         result = super().apply(inputs, timing_ctx)
         # The profiling dummies (pruning disabled by get_dummy_inputs) are not worth a log line.
-        if inputs.hf_processor_mm_kwargs.get(f"{KWARG_PREFIX}enabled") is not False:
+        if inputs.hf_processor_mm_kwargs.get(prefixed("enabled")) is not False:
             self._log_kept(result)
         return result
 
