@@ -25,22 +25,27 @@ from transformers.vision_utils import (
     get_vision_position_ids,
 )
 
-from ..core.keep_mask import kept_cu_seqlens, kept_tokens_per_image, patch_keep_mask, validate_keep_mask
+from ..core.keep_mask import KeepMask
 
 __all__ = ["kept_vision_kwargs", "encode_kept_patches"]
 
 logger = logging.getLogger(__name__)
 
 
-def kept_vision_kwargs(visual: torch.nn.Module, image_grid_thw: torch.Tensor, image_keep_mask: torch.Tensor) -> dict:
+def kept_vision_kwargs(
+    visual: torch.nn.Module, image_grid_thw: torch.Tensor, image_keep_mask: torch.Tensor | KeepMask
+) -> dict:
     """The precomputed vision kwargs (full-grid position data gathered at kept patches).
 
-    ``image_keep_mask`` must already be validated (bool, on ``image_grid_thw``'s device).
-    Returns the kwargs plus ``"patch_keep"``, the per-patch bool mask that selects rows of
-    ``pixel_values``.
+    ``image_keep_mask`` is a :class:`~pixelprune.core.keep_mask.KeepMask` (or a raw mask,
+    validated here). Returns the kwargs (on ``image_grid_thw``'s device) plus ``"patch_index"``,
+    the int64 indices of the kept rows of ``pixel_values`` (CPU).
     """
     merge_size = visual.spatial_merge_size
-    patch_keep = patch_keep_mask(image_keep_mask, merge_size)
+    keep = KeepMask.of(image_keep_mask, image_grid_thw, merge_size)
+    device = image_grid_thw.device
+    patch_index = keep.patch_indices
+    index = patch_index.to(device)
     interp_indices, interp_weights = get_vision_interpolation_indices_and_weights(
         image_grid_thw,
         num_grid_per_side=visual.num_grid_per_side,
@@ -50,11 +55,11 @@ def kept_vision_kwargs(visual: torch.nn.Module, image_grid_thw: torch.Tensor, im
     )
     position_ids = get_vision_position_ids(image_grid_thw, merge_size)
     return {
-        "patch_keep": patch_keep,
-        "interp_indices": interp_indices[patch_keep],
-        "interp_weights": interp_weights[patch_keep],
-        "position_ids": position_ids[patch_keep],
-        "cu_seqlens": kept_cu_seqlens(image_keep_mask, image_grid_thw, merge_size).to(image_grid_thw.device),
+        "patch_index": patch_index,
+        "interp_indices": interp_indices[index],
+        "interp_weights": interp_weights[index],
+        "position_ids": position_ids[index],
+        "cu_seqlens": keep.cu_seqlens().to(device),
     }
 
 
@@ -62,33 +67,36 @@ def encode_kept_patches(
     visual: torch.nn.Module,
     pixel_values: torch.Tensor,
     image_grid_thw: torch.Tensor,
-    image_keep_mask: torch.Tensor,
+    image_keep_mask: torch.Tensor | KeepMask,
     **kwargs,
 ):
     """Encode only the kept patches with the stock ``visual`` module.
 
-    Returns the stock vision output with ``pooler_output`` split into one tensor of kept-token
-    embeddings per image (as the stock ``get_image_features`` splits full grids), and
-    ``deepstack_features`` (Qwen3-VL) split the same way.
+    ``image_keep_mask`` is the :class:`~pixelprune.core.keep_mask.KeepMask` the model's
+    ``forward`` built, or a raw mask (validated here). Returns the stock vision output with
+    ``pooler_output`` split into one tensor of kept-token embeddings per image (as the stock
+    ``get_image_features`` splits full grids), and ``deepstack_features`` (Qwen3-VL) split the
+    same way.
     """
     merge_size = visual.spatial_merge_size
-    keep = validate_keep_mask(image_keep_mask, image_grid_thw, merge_size).to(image_grid_thw.device)
-    vision_kwargs = kept_vision_kwargs(visual, image_grid_thw, keep)
-    patch_keep = vision_kwargs.pop("patch_keep").to(pixel_values.device)
-    if pixel_values.shape[0] != patch_keep.numel():
+    keep = KeepMask.of(image_keep_mask, image_grid_thw, merge_size)
+    total_patches = sum(keep.totals) * merge_size**2
+    if pixel_values.shape[0] != total_patches:
         raise ValueError(
-            f"`pixel_values` has {pixel_values.shape[0]} patch rows but `image_grid_thw` describes {patch_keep.numel()}; "
+            f"`pixel_values` has {pixel_values.shape[0]} patch rows but `image_grid_thw` describes {total_patches}; "
             "pass the complete `pixel_values` (the model drops the pruned patches itself)."
         )
+    vision_kwargs = kept_vision_kwargs(visual, image_grid_thw, keep)
+    patch_index = vision_kwargs.pop("patch_index").to(pixel_values.device)
     kwargs.pop("return_dict", None)
     output = visual(
-        pixel_values[patch_keep].type(visual.dtype),
+        pixel_values.index_select(0, patch_index).type(visual.dtype),
         grid_thw=image_grid_thw,
         return_dict=True,
         **{**kwargs, **vision_kwargs},
     )
-    kept_counts = kept_tokens_per_image(keep, image_grid_thw, merge_size)
-    logger.debug("PixelPrune ViT: kept %d of %d tokens (per image: %s)", sum(kept_counts), keep.numel(), kept_counts)
+    kept_counts = list(keep.kept)
+    logger.debug("PixelPrune ViT: kept %d of %d tokens (per image: %s)", keep.num_kept, keep.mask.numel(), kept_counts)
     output.pooler_output = torch.split(output.pooler_output, kept_counts)
     if getattr(output, "deepstack_features", None) is not None:
         output.deepstack_features = [torch.split(feature, kept_counts) for feature in output.deepstack_features]

@@ -32,7 +32,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..core.keep_mask import validate_keep_mask
+from ..core.keep_mask import KEEP_MASK_KEY, KeepMask
 from .rope_index import pruned_rope_index
 from .kept_patch_encoding import encode_kept_patches
 
@@ -76,7 +76,7 @@ _KEEP_MASK_DOC = """
             PixelPrune processor). `None` runs the stock model."""
 
 
-def keep_mask_forward(stock_forward: Callable, *, name: str = "image_keep_mask") -> Callable:
+def keep_mask_forward(stock_forward: Callable, *, name: str = KEEP_MASK_KEY) -> Callable:
     """A ``forward`` that accepts ``image_keep_mask`` by name and otherwise is ``stock_forward``.
 
     The mask is handed to ``self._pixelprune_forward`` (defined by the mixins). The signature is the
@@ -131,11 +131,12 @@ class PixelPruneModelMixin:
         self,
         pixel_values: torch.Tensor,
         image_grid_thw: torch.LongTensor | None = None,
-        image_keep_mask: torch.Tensor | None = None,
+        image_keep_mask: torch.Tensor | KeepMask | None = None,
         **kwargs,
     ):
-        """Stock ``get_image_features``; with ``image_keep_mask``, the ViT runs on kept patches only
-        and ``pooler_output`` (and ``deepstack_features``) hold one row per kept token."""
+        """Stock ``get_image_features``; with ``image_keep_mask`` (a tensor, or the
+        :class:`~pixelprune.core.keep_mask.KeepMask` ``forward`` built), the ViT runs on kept
+        patches only and ``pooler_output`` (and ``deepstack_features``) hold one row per kept token."""
         if image_keep_mask is None:
             return super().get_image_features(pixel_values, image_grid_thw, **kwargs)
         return_dict = kwargs.pop("return_dict", True)
@@ -149,7 +150,7 @@ class PixelPruneModelMixin:
         image_grid_thw: torch.LongTensor | None = None,
         video_grid_thw: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        image_keep_mask: torch.Tensor | None = None,
+        image_keep_mask: torch.Tensor | KeepMask | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Stock ``get_rope_index``; with ``image_keep_mask``, kept image tokens keep their unpruned
@@ -173,7 +174,8 @@ class PixelPruneModelMixin:
         kwargs = _bind_keywords(stock_forward, self, args, kwargs)
         merge_size = self.config.vision_config.spatial_merge_size
         image_grid_thw = kwargs.get("image_grid_thw")
-        keep = validate_keep_mask(image_keep_mask, image_grid_thw, merge_size)
+        # Validated once, here; the encoder and the rope index receive the value.
+        keep = KeepMask.of(image_keep_mask, image_grid_thw, merge_size)
         input_ids = kwargs.get("input_ids")
         pixel_values = kwargs.get("pixel_values")
         mm_encoder_outputs = dict(kwargs.get("mm_encoder_outputs") or {})
@@ -181,10 +183,10 @@ class PixelPruneModelMixin:
         if pixel_values is not None and mm_encoder_outputs.get("image") is None:
             if input_ids is not None:
                 placeholders = int((input_ids == self.config.image_token_id).sum())
-                if placeholders != int(keep.sum()):
+                if placeholders != keep.num_kept:
                     raise ValueError(
                         f"`input_ids` hold {placeholders} image placeholder tokens but `image_keep_mask` keeps "
-                        f"{int(keep.sum())} tokens; the processor must expand each image to its kept count."
+                        f"{keep.num_kept} tokens; the processor must expand each image to its kept count."
                     )
             # Stock-named arguments are not vision kwargs; everything else (attention flags...) is.
             named = set(inspect.signature(stock_forward).parameters)
@@ -249,5 +251,5 @@ class PixelPruneForConditionalGenerationMixin:
     def _pixelprune_forward(self, stock_forward: Callable, args: tuple, kwargs: dict, image_keep_mask):
         # The stock forward hands unknown kwargs to the inner model, whose `forward` names the mask.
         if image_keep_mask is not None:
-            kwargs["image_keep_mask"] = image_keep_mask
+            kwargs[KEEP_MASK_KEY] = image_keep_mask
         return stock_forward(self, *args, **kwargs)

@@ -14,7 +14,7 @@ import itertools
 
 import torch
 
-from ..core.keep_mask import split_keep_mask, validate_keep_mask
+from ..core.keep_mask import KeepMask
 from ..core.mrope_positions import GridSpan, pruned_mrope_positions
 
 __all__ = ["pruned_rope_index"]
@@ -27,20 +27,21 @@ def pruned_rope_index(
     image_grid_thw: torch.Tensor | None,
     video_grid_thw: torch.Tensor | None,
     attention_mask: torch.Tensor | None,
-    image_keep_mask: torch.Tensor,
+    image_keep_mask: torch.Tensor | KeepMask,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``get_rope_index`` for inputs whose images were pruned by ``image_keep_mask``.
 
     Same contract as the stock ``get_rope_index``: returns ``position_ids`` of shape ``(3, B, L)``
     (zeros at padding) and ``rope_deltas`` of shape ``(B, 1)``. ``model`` is the stock inner model
-    (``Qwen3VLModel``, ``Qwen3_5Model``, ...), read for its ``spatial_merge_size``. Videos are
+    (``Qwen3VLModel``, ``Qwen3_5Model``, ...), read for its ``spatial_merge_size``;
+    ``image_keep_mask`` is the :class:`~pixelprune.core.keep_mask.KeepMask` built by ``forward``
+    or a raw mask (validated here). Videos are
     handled exactly as stock (unpruned, one grid per frame). Raises ``ValueError`` when an image's
     placeholder run does not hold its kept-token count or a video frame's run its grid size.
     """
     spatial_merge_size = model.config.vision_config.spatial_merge_size
-    keep = validate_keep_mask(image_keep_mask, image_grid_thw, spatial_merge_size).to(input_ids.device)
-    image_grids = iter(image_grid_thw.tolist())
-    image_masks = iter(split_keep_mask(keep, image_grid_thw, spatial_merge_size))
+    keep = KeepMask.of(image_keep_mask, image_grid_thw, spatial_merge_size)
+    images = iter(range(len(keep.grids)))
     # As stock: videos are separated by timestamps, so each frame is its own grid.
     frame_grids = iter(
         [] if video_grid_thw is None else [(h, w) for t, h, w in video_grid_thw.tolist() for _ in range(t)]
@@ -58,21 +59,21 @@ def pruned_rope_index(
         for modality, group in itertools.groupby(token_types.tolist()):
             length = len(list(group))
             if modality == 1:
-                _, grid_h, grid_w = next(image_grids, (None, None, None))
-                kept = next(image_masks, None)
-                if kept is None:
+                image = next(images, None)
+                if image is None:
                     raise ValueError(
                         f"Sample {batch_idx} has more image placeholder runs than the {image_index} images of "
                         "`image_grid_thw`."
                     )
-                if int(kept.sum()) != length:
+                if keep.kept[image] != length:
                     raise ValueError(
                         f"Image {image_index} (sample {batch_idx}) has {length} placeholder tokens but "
-                        f"`image_keep_mask` keeps {int(kept.sum())} of its {kept.numel()} tokens; the "
+                        f"`image_keep_mask` keeps {keep.kept[image]} of its {keep.totals[image]} tokens; the "
                         "processor must expand each image to its kept count."
                     )
+                _, grid_h, grid_w = keep.grids[image]
                 span = GridSpan(offset, grid_h // spatial_merge_size, grid_w // spatial_merge_size,
-                                torch.nonzero(kept.cpu()).reshape(-1))
+                                keep.kept_indices[image])
                 image_index += 1
                 spans.append(span)
             elif modality == 2:
@@ -98,7 +99,7 @@ def pruned_rope_index(
         # Stock uses max + 1 - length, which equals `delta` unpruned but not when an image's last
         # tokens were pruned and nothing follows it.
         deltas.append(delta)
-    if next(image_masks, None) is not None:
+    if next(images, None) is not None:
         raise ValueError(
             f"`image_grid_thw` describes more images than the {image_index} image placeholder runs in `input_ids`."
         )

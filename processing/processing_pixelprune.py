@@ -26,13 +26,11 @@ import torch
 from transformers import Qwen3VLProcessor
 from transformers.utils import is_torchvision_available
 
-from ..core.keep_mask import kept_tokens_per_image
+from ..core.keep_mask import KEEP_MASK_KEY, kept_tokens_per_image
 from ..core.pruning import ImagePruningStats, SelectorGeometry, prune_image_batch
 from ..core.settings import PixelPruneSettings, pop_prefixed, resolve_settings
 
 logger = logging.getLogger(__name__)
-
-KEEP_MASK_KEY = "image_keep_mask"
 
 # Settings of the call in progress: set by __call__ / apply_chat_template, read by
 # _process_images (the stock call chain gives no other way to hand them down). A context

@@ -31,10 +31,9 @@ from typing import Any
 
 import torch
 
-from ..core.keep_mask import kept_cu_seqlens, kept_tokens_per_image, patch_keep_mask, validate_keep_mask
+from ..core.keep_mask import KEEP_MASK_KEY, KeepMask
 from ..core.mrope_positions import GridSpan, pruned_mrope_positions
 from .multimodal_processor import (
-    KEEP_MASK_FIELD,
     PixelPruneQwen3_5MoeProcessingInfo,
     PixelPruneQwen3_5ProcessingInfo,
     PixelPruneQwen3VLMoeProcessingInfo,
@@ -88,25 +87,27 @@ def check_supported_config(vllm_config: Any) -> None:
 
 
 def kept_patch_encoder_metadata(
-    visual: torch.nn.Module, grid_thw: torch.Tensor, keep: torch.Tensor
+    visual: torch.nn.Module, grid_thw: torch.Tensor, keep: KeepMask | torch.Tensor
 ) -> dict[str, torch.Tensor | None]:
     """``encoder_metadata`` for the stock ``Qwen3_VisionTransformer.forward`` on kept patches.
 
-    ``keep`` is the validated token keep mask of the images of ``grid_thw`` (CPU). Position data
-    are computed for the FULL grids (as stock) and gathered at the kept patches; attention runs
-    over one sequence per image frame of its kept length (the cu_seqlens rule shared with the
-    transformers classes). Mirrors the stock ``prepare_encoder_metadata`` (same backend helpers).
+    ``keep`` is the :class:`~pixelprune.core.keep_mask.KeepMask` of the images of ``grid_thw``
+    (or a raw CPU mask, validated here). Position data are computed for the FULL grids (as stock)
+    and gathered at the kept patches; attention runs over one sequence per image frame of its
+    kept length (the cu_seqlens rule shared with the transformers classes). Mirrors the stock
+    ``prepare_encoder_metadata`` (same backend helpers).
     """
     device = visual.device
-    patch_keep = patch_keep_mask(keep, visual.spatial_merge_size).to(device)
-    grid_thw_list = grid_thw.tolist()
+    keep = KeepMask.of(keep, grid_thw, visual.spatial_merge_size)
+    patch_index = keep.patch_indices.to(device)
+    grid_thw_list = [list(g) for g in keep.grids]
     cos, sin = visual.rot_pos_emb(grid_thw_list)
-    cu_seqlens = kept_cu_seqlens(keep, grid_thw, visual.spatial_merge_size).numpy()
+    cu_seqlens = keep.cu_seqlens().numpy()
     backend = visual.attn_backend
     return {
-        "pos_embeds": visual.fast_pos_embed_interpolate(grid_thw_list)[patch_keep],
-        "rotary_pos_emb_cos": cos[patch_keep],
-        "rotary_pos_emb_sin": sin[patch_keep],
+        "pos_embeds": visual.fast_pos_embed_interpolate(grid_thw_list)[patch_index],
+        "rotary_pos_emb_cos": cos[patch_index],
+        "rotary_pos_emb_sin": sin[patch_index],
         "sequence_lengths": MMEncoderAttention.maybe_compute_seq_lens(backend, cu_seqlens, device),
         "max_seqlen": torch.tensor(MMEncoderAttention.compute_max_seqlen(backend, cu_seqlens), dtype=torch.int32),
         "cu_seqlens": MMEncoderAttention.maybe_recompute_cu_seqlens(
@@ -150,7 +151,7 @@ class PixelPruneModelMixin:
         super().__init__(vllm_config=vllm_config, **kwargs)
 
     def _parse_and_validate_image_input(self, **kwargs: object):
-        keep_mask = kwargs.pop(KEEP_MASK_FIELD, None)
+        keep_mask = kwargs.pop(KEEP_MASK_KEY, None)
         image_input = super()._parse_and_validate_image_input(**kwargs)
         if image_input is None or keep_mask is None or image_input["type"] != "pixel_values":
             return image_input
@@ -161,20 +162,20 @@ class PixelPruneModelMixin:
             return super()._process_image_input(image_input)
         grid_thw = image_input["image_grid_thw"]
         merge_size = self.visual.spatial_merge_size
-        keep = validate_keep_mask(image_input.keep_mask.cpu(), grid_thw.cpu(), merge_size)
-        if bool(keep.all()):
+        # Validated once, on the CPU; the encoder metadata and the split use the value.
+        keep = KeepMask.build(image_input.keep_mask, grid_thw, merge_size)
+        if keep.all_kept:
             # Nothing pruned: exactly the stock path.
             return super()._process_image_input(image_input.image_input)
-        kept = kept_tokens_per_image(keep, grid_thw.cpu(), merge_size)
-        patch_keep = patch_keep_mask(keep, merge_size)
         pixel_values = image_input["pixel_values"]
-        metadata = kept_patch_encoder_metadata(self.visual, grid_thw.cpu(), keep)
-        embeds = self.visual(pixel_values[patch_keep.to(pixel_values.device)], grid_thw, encoder_metadata=metadata)
-        if embeds.shape[0] != sum(kept):
+        metadata = kept_patch_encoder_metadata(self.visual, grid_thw, keep)
+        kept_rows = pixel_values.index_select(0, keep.patch_indices.to(pixel_values.device))
+        embeds = self.visual(kept_rows, grid_thw, encoder_metadata=metadata)
+        if embeds.shape[0] != keep.num_kept:
             raise RuntimeError(
-                f"PixelPrune: the vision encoder returned {embeds.shape[0]} embeddings for {sum(kept)} kept tokens."
+                f"PixelPrune: the vision encoder returned {embeds.shape[0]} embeddings for {keep.num_kept} kept tokens."
             )
-        return embeds.split(kept)
+        return embeds.split(list(keep.kept))
 
     def get_mrope_input_positions(self, input_tokens: list[int], mm_features: list[Any]) -> tuple[torch.Tensor, int]:
         config = self.config
@@ -182,12 +183,12 @@ class PixelPruneModelMixin:
         spans: list[GridSpan] = []
         for feature in sorted(mm_features, key=lambda f: f.mm_position.offset):
             data = feature.data
-            if feature.modality == "image" and data is not None and KEEP_MASK_FIELD in data:
+            if feature.modality == "image" and data is not None and KEEP_MASK_KEY in data:
                 t, h, w = data["image_grid_thw"].data.tolist()
                 if t != 1:
                     raise ValueError(f"PixelPrune: an image must have 1 temporal grid step, got {t}.")
-                kept = torch.nonzero(data[KEEP_MASK_FIELD].data.cpu().reshape(-1)).reshape(-1)
-                spans.append(GridSpan(feature.mm_position.offset, h // merge_size, w // merge_size, kept))
+                keep = KeepMask.build(data[KEEP_MASK_KEY].data.reshape(-1), [[t, h, w]], merge_size)
+                spans.append(GridSpan(feature.mm_position.offset, h // merge_size, w // merge_size, keep.kept_indices[0]))
                 continue
             # Videos and precomputed embeddings: the stock full-grid walk (one span per frame).
             for offset, grid_h, grid_w, num in Qwen3VLForConditionalGeneration._iter_mm_grid_hw(

@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from ..core.keep_mask import tokens_per_image
+from ..core.keep_mask import KEEP_MASK_KEY, tokens_per_image
 from ..core.pruning import SelectorGeometry, prune_image_batch
 from ..core.settings import PixelPruneSettings, prefixed, resolve_settings, split_prefixed
 
@@ -46,7 +46,6 @@ from vllm.multimodal.processing import PromptReplacement
 
 logger = logging.getLogger("vllm.pixelprune.processor")
 
-KEEP_MASK_FIELD = "image_keep_mask"
 SETTINGS_CONFIG_KEY = "pixelprune"
 """Key of the saved settings block in ``processor_config.json`` / ``preprocessor_config.json``."""
 
@@ -118,7 +117,7 @@ class PixelPruneQwen3VLMultiModalProcessor(Qwen3VLMultiModalProcessor):
         _, hf_only = split_prefixed(hf_kwargs)
         processed = super()._apply_hf_processor_main(mm_items, hf_only)
         if "pixel_values" in processed:
-            processed[KEEP_MASK_FIELD] = self._image_keep_mask(processed, hf_only, settings)
+            processed[KEEP_MASK_KEY] = self._image_keep_mask(processed, hf_only, settings)
         return processed
 
     def _image_keep_mask(
@@ -145,7 +144,7 @@ class PixelPruneQwen3VLMultiModalProcessor(Qwen3VLMultiModalProcessor):
         fields = dict(super()._get_mm_fields_config(hf_inputs, hf_processor_mm_kwargs))
         grid = hf_inputs.get("image_grid_thw", torch.empty((0, 3), dtype=torch.long))
         merge_size = self.info.get_hf_config().vision_config.spatial_merge_size
-        fields[KEEP_MASK_FIELD] = MultiModalFieldConfig.flat_from_sizes(
+        fields[KEEP_MASK_KEY] = MultiModalFieldConfig.flat_from_sizes(
             "image", torch.tensor(tokens_per_image(grid, merge_size), dtype=torch.long)
         )
         return fields
@@ -156,11 +155,11 @@ class PixelPruneQwen3VLMultiModalProcessor(Qwen3VLMultiModalProcessor):
 
         def kept_image_tokens(item_idx: int) -> list[int]:
             item = out_mm_kwargs["image"][item_idx]
-            if KEEP_MASK_FIELD in item:
-                count = int(item[KEEP_MASK_FIELD].data.sum())
+            if KEEP_MASK_KEY in item:
+                count = int(item[KEEP_MASK_KEY].data.sum())
             else:  # precomputed embeddings: nothing was pruned
                 merge_size = self.info.get_hf_config().vision_config.spatial_merge_size
-                count = int(item["image_grid_thw"].data.prod()) // merge_size**2
+                count = tokens_per_image(item["image_grid_thw"].data, merge_size)[0]
             return [image_token_id] * count
 
         return [
@@ -186,7 +185,7 @@ class PixelPruneQwen3VLMultiModalProcessor(Qwen3VLMultiModalProcessor):
         totals = []
         for item in result["mm_kwargs"].get("image", []):
             # Items the sender-side cache already holds come back as None: their total is unknown.
-            totals.append(None if item is None else int(item["image_grid_thw"].data.prod()) // merge_size**2)
+            totals.append(None if item is None else tokens_per_image(item["image_grid_thw"].data, merge_size)[0])
         if all(t is not None for t in totals):
             logger.info(
                 "PixelPrune: %d image(s), kept %d of %d image tokens (%s); prompt %d tokens",
