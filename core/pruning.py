@@ -155,8 +155,12 @@ def prune_image_batch(
 
 
 def log_pruning_stats(stats: Sequence[ImagePruningStats], settings: PixelPruneSettings) -> None:
-    """Log one line per image: kept/total tokens, grid and selector time."""
+    """Log one line per image: kept/total tokens, grid and selector time (INFO when
+    ``settings.verbose``, else DEBUG). Verbose output shows without any logging setup
+    (:func:`_verbose_fallback`)."""
     level = logging.INFO if settings.verbose else logging.DEBUG
+    if settings.verbose:
+        _verbose_fallback()
     if not logger.isEnabledFor(level):
         return
     for s in stats:
@@ -169,3 +173,31 @@ def log_pruning_stats(stats: Sequence[ImagePruningStats], settings: PixelPruneSe
             settings.is_anchored,
         )
 
+
+_FALLBACK_HANDLER = logging.StreamHandler()  # sys.stderr at emit time
+_FALLBACK_HANDLER.setFormatter(logging.Formatter("%(message)s"))
+
+
+def _verbose_fallback() -> None:
+    """``verbose`` must print the per-image line even when the application configured no logging
+    (the paper's code printed it). Python would drop an INFO record then (no handler, root level
+    WARNING), so, as transformers does for its own library logger, attach a stderr handler to our
+    logger at INFO while no handler is configured anywhere on its path to the root. Once the
+    application configures logging, detach it: its configuration decides (no duplicate lines)."""
+    global _LEVEL_BEFORE_FALLBACK
+    attached = _FALLBACK_HANDLER in logger.handlers
+    configured, node = False, logger
+    while node is not None and not configured:
+        configured = any(h is not _FALLBACK_HANDLER for h in node.handlers)
+        node = node.parent if node.propagate else None
+    if not configured and not attached:
+        logger.addHandler(_FALLBACK_HANDLER)
+        _LEVEL_BEFORE_FALLBACK = logger.level
+        if logger.level == logging.NOTSET or logger.level > logging.INFO:
+            logger.setLevel(logging.INFO)
+    elif configured and attached:
+        logger.removeHandler(_FALLBACK_HANDLER)
+        logger.setLevel(_LEVEL_BEFORE_FALLBACK)
+
+
+_LEVEL_BEFORE_FALLBACK = logging.NOTSET
