@@ -22,16 +22,22 @@ How it is fast and still exact:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from .settings import validate_method, validate_metric, validate_threshold
+from .settings import PixelPruneSettings
 from .token_distances import GridSpec, TokenSource, distance, gather_distance, neighbour_distances
 
 __all__ = [
     "GridSpec",
+    "PatchGeometry",
+    "PreprocessorConfig",
+    "select_masks",
     "select_tokens",
     "select_keep_mask",
     "keep_mask_from_indices",
@@ -39,6 +45,157 @@ __all__ = [
     "select_image",
     "distance",
 ]
+
+
+# --------------------------------------------------------------------------------------------------
+# Geometry: the one record of how an image processor laid out pixel_values, and its one parser
+
+
+@dataclasses.dataclass(frozen=True)
+class PatchGeometry(GridSpec):
+    """How an image processor laid out ``pixel_values`` and how to map them back to [0, 1] pixels:
+    the one geometry record the selector, the processors, vLLM and the CLI pass around.
+
+    A :class:`~.token_distances.GridSpec` (the distance kernels' layout: ``merge_size``,
+    ``temporal_patch_size``, ``patch_size``, ``channels``) plus ``image_mean`` / ``image_std``,
+    the affine map ``pixel = value * std + mean`` back to [0, 1] pixels (the processor's own
+    mean/std when it rescales by 1/255 and normalises; see :class:`PreprocessorConfig`).
+    ``channels`` is ``len(image_mean)``. Build it with :meth:`from_image_processor` or
+    :meth:`from_preprocessor_config`.
+    """
+
+    image_mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+    image_std: tuple[float, ...] = (0.5, 0.5, 0.5)
+
+    def __post_init__(self) -> None:
+        if self.merge_size < 1 or self.temporal_patch_size < 1 or self.patch_size < 1:
+            raise ValueError(
+                f"merge_size={self.merge_size}, temporal_patch_size={self.temporal_patch_size} and "
+                f"patch_size={self.patch_size} must all be >= 1."
+            )
+        mean = tuple(float(v) for v in torch.as_tensor(self.image_mean, dtype=torch.float64).reshape(-1).tolist())
+        std = tuple(float(v) for v in torch.as_tensor(self.image_std, dtype=torch.float64).reshape(-1).tolist())
+        if len(mean) != len(std):
+            raise ValueError(f"image_mean has {len(mean)} channels but image_std has {len(std)}.")
+        object.__setattr__(self, "image_mean", mean)
+        object.__setattr__(self, "image_std", std)
+        object.__setattr__(self, "channels", len(mean))
+
+    @classmethod
+    def from_image_processor(cls, image_processor: Any, images_kwargs: Mapping[str, Any] | None = None) -> PatchGeometry:
+        """The geometry of a stock image processor, honouring per-call ``images_kwargs`` overrides
+        (``patch_size``, ``merge_size``, ``image_mean``, ``do_normalize``, ``do_rescale``, ...)."""
+        return PreprocessorConfig.from_image_processor(image_processor, images_kwargs).geometry
+
+    @classmethod
+    def from_preprocessor_config(cls, data: Mapping[str, Any]) -> PatchGeometry:
+        """The geometry of a ``preprocessor_config.json`` dict (or an image processor's config dict)."""
+        return PreprocessorConfig.from_dict(data).geometry
+
+    @property
+    def token_size(self) -> int:
+        """Side of one merged token in pixels (``patch_size * merge_size``: 32 for Qwen3-VL)."""
+        return self.patch_size * self.merge_size
+
+
+@dataclasses.dataclass(frozen=True)
+class PreprocessorConfig:
+    """What a Qwen3-VL / Qwen3.5 image processor's configuration says about ``pixel_values``: the
+    one parser of a preprocessor config, from an image-processor object (with per-call
+    ``images_kwargs`` overrides) or from a config dict (``preprocessor_config.json``, the
+    ``image_processor`` block of ``processor_config.json``). Missing values take the Qwen3-VL
+    checkpoints' defaults; ``min_pixels`` / ``max_pixels`` are the resize limits (``size``'s
+    ``shortest_edge`` / ``longest_edge``, or the legacy keys), ``None`` when absent.
+    """
+
+    patch_size: int = 16
+    merge_size: int = 2
+    temporal_patch_size: int = 2
+    image_mean: tuple[float, ...] | None = (0.5, 0.5, 0.5)
+    image_std: tuple[float, ...] | None = (0.5, 0.5, 0.5)
+    do_rescale: bool = True
+    rescale_factor: float = 1 / 255
+    do_normalize: bool = True
+    min_pixels: int | None = None
+    max_pixels: int | None = None
+
+    @classmethod
+    def _read(cls, get: Callable[[str], Any]) -> PreprocessorConfig:
+        defaults = cls()
+
+        def value(name: str) -> Any:
+            found = get(name)
+            return getattr(defaults, name) if found is None else found
+
+        size = get("size")
+
+        def edge(key: str, legacy: str) -> Any:  # `size` is a dict in configs, a SizeDict on processors
+            found = size.get(key) if isinstance(size, Mapping) else getattr(size, key, None)
+            return get(legacy) if found is None else found
+
+        min_pixels, max_pixels = edge("shortest_edge", "min_pixels"), edge("longest_edge", "max_pixels")
+
+        def channels(name: str) -> tuple[float, ...]:
+            found = value(name)
+            return (float(found),) * 3 if isinstance(found, (int, float)) else tuple(float(v) for v in found)
+
+        return cls(
+            patch_size=int(value("patch_size")),
+            merge_size=int(value("merge_size")),
+            temporal_patch_size=int(value("temporal_patch_size")),
+            image_mean=channels("image_mean"),
+            image_std=channels("image_std"),
+            do_rescale=get("do_rescale") is not False,
+            rescale_factor=float(value("rescale_factor")),
+            do_normalize=get("do_normalize") is not False,
+            min_pixels=None if min_pixels is None else int(min_pixels),
+            max_pixels=None if max_pixels is None else int(max_pixels),
+        )
+
+    @classmethod
+    def from_image_processor(cls, image_processor: Any, images_kwargs: Mapping[str, Any] | None = None) -> PreprocessorConfig:
+        """Read ``image_processor``'s attributes; non-``None`` entries of ``images_kwargs`` win."""
+        kw = dict(images_kwargs or {})
+        return cls._read(lambda name: getattr(image_processor, name, None) if kw.get(name) is None else kw[name])
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PreprocessorConfig:
+        """Read a config dict (``preprocessor_config.json``)."""
+        return cls._read(data.get)
+
+    @property
+    def geometry(self) -> PatchGeometry:
+        """The affine map back to [0, 1] pixels: the processor's mean/std (0/1 without
+        normalisation), divided by 255 without rescaling (raw 0..255 values, as vLLM's
+        on-device normalisation hands them) or by ``rescale_factor * 255`` when non-standard."""
+        channels = 3
+        mean = _per_channel(self.image_mean, channels, default=0.0)
+        std = _per_channel(self.image_std, channels, default=1.0)
+        if not self.do_normalize:
+            mean, std = (0.0,) * channels, (1.0,) * channels
+        if not self.do_rescale:
+            mean = tuple(m / 255.0 for m in mean)
+            std = tuple(s / 255.0 for s in std)
+        else:
+            factor = float(self.rescale_factor or 1 / 255) * 255.0
+            if abs(factor - 1.0) > 1e-9:  # a non-standard rescale factor: values are pixel * factor
+                mean = tuple(m / factor for m in mean)
+                std = tuple(s / factor for s in std)
+        return PatchGeometry(
+            merge_size=self.merge_size,
+            temporal_patch_size=self.temporal_patch_size,
+            patch_size=self.patch_size,
+            image_mean=mean,
+            image_std=std,
+        )
+
+
+def _per_channel(value: Any, channels: int, default: float) -> tuple[float, ...]:
+    if value is None:
+        return (default,) * channels
+    if isinstance(value, (int, float)):
+        return (float(value),) * channels
+    return tuple(float(v) for v in value)
 
 
 def _as_grid(image_grid_thw: torch.Tensor | Sequence[Sequence[int]]) -> list[tuple[int, int, int]]:
@@ -326,10 +483,7 @@ def select_image(
     return torch.from_numpy(keep)
 
 
-def _validated(pixel_values, image_grid_thw, spec, image_mean, image_std, threshold, metric, method):
-    threshold = validate_threshold(threshold)
-    metric = validate_metric(metric, threshold)
-    method = validate_method(method)
+def _validated_pixels(pixel_values: Any, image_grid_thw: Any, geometry: PatchGeometry) -> tuple[torch.Tensor, list]:
     if not isinstance(pixel_values, torch.Tensor):
         pixel_values = torch.as_tensor(np.asarray(pixel_values))
     if pixel_values.ndim != 2:
@@ -338,51 +492,71 @@ def _validated(pixel_values, image_grid_thw, spec, image_mean, image_std, thresh
         )
     if not (pixel_values.is_floating_point()):
         raise ValueError(f"pixel_values must be floating point, got dtype {pixel_values.dtype}.")
-    mean = torch.as_tensor(image_mean, dtype=torch.float32).reshape(-1)
-    std = torch.as_tensor(image_std, dtype=torch.float32).reshape(-1)
-    if mean.numel() != std.numel():
-        raise ValueError(f"image_mean has {mean.numel()} channels but image_std has {std.numel()}.")
-    spec = GridSpec(spec.merge_size, spec.temporal_patch_size, spec.patch_size, mean.numel())
-    if pixel_values.shape[1] != spec.row_width:
+    if pixel_values.shape[1] != geometry.row_width:
         raise ValueError(
             f"pixel_values rows have {pixel_values.shape[1]} values, expected C*T*P*P = "
-            f"{spec.channels}*{spec.temporal_patch_size}*{spec.patch_size}*{spec.patch_size} = {spec.row_width}."
+            f"{geometry.channels}*{geometry.temporal_patch_size}*{geometry.patch_size}*{geometry.patch_size} = "
+            f"{geometry.row_width}."
         )
     grids = _as_grid(image_grid_thw)
     for i, (t, h, w) in enumerate(grids):
-        _validate_image_grid(i, t, h, w, spec.merge_size)
+        _validate_image_grid(i, t, h, w, geometry.merge_size)
     expected = sum(t * h * w for t, h, w in grids)
     if expected != pixel_values.shape[0]:
         raise ValueError(
             f"pixel_values has {pixel_values.shape[0]} rows but image_grid_thw describes {expected} "
             f"patches ({len(grids)} image(s))."
         )
-    return pixel_values, grids, spec, mean, std, threshold, metric, method
+    return pixel_values, grids
+
+
+def select_masks(
+    pixel_values: Any,
+    image_grid_thw: Any,
+    geometry: PatchGeometry,
+    settings: PixelPruneSettings,
+    *,
+    seconds: list[float] | None = None,
+) -> list[torch.Tensor]:
+    """The one internal entry point of the selector: per image, the bool keep mask over its
+    merged tokens (CPU, raster order).
+
+    ``geometry`` and ``settings`` are validated records (they validate themselves when built);
+    only ``pixel_values`` / ``image_grid_thw`` are checked here (``ValueError`` on inconsistent
+    shapes, grids not divisible by ``merge_size``, video grids, non-finite pixels).
+    ``settings.enabled`` is not consulted. When ``seconds`` is given, each image's selector wall
+    time is appended to it.
+
+    Video: a grid with ``t > 1`` is refused here today; the video selector plugs in per grid
+    (its ``t`` slices of ``h * w`` patches each, one :class:`TokenSource` per slice) and returns
+    the same per-grid mask (docs/DESIGN.md, "Video").
+    """
+    pixel_values, grids = _validated_pixels(pixel_values, image_grid_thw, geometry)
+    mean = torch.tensor(geometry.image_mean, dtype=torch.float32)
+    std = torch.tensor(geometry.image_std, dtype=torch.float32)
+    masks: list[torch.Tensor] = []
+    offset = 0
+    for i, (t, h, w) in enumerate(grids):
+        start = time.perf_counter()
+        rows = t * h * w
+        src = TokenSource(pixel_values[offset : offset + rows], h, w, spec=geometry,
+                          image_mean=mean, image_std=std, index=i)
+        offset += rows
+        masks.append(select_image(src, threshold=settings.threshold, metric=settings.metric,
+                                  method=settings.method, anchored=settings.anchored))
+        if seconds is not None:
+            seconds.append(time.perf_counter() - start)
+    return masks
 
 
 def _select(
     pixel_values, image_grid_thw, *, merge_size, temporal_patch_size, patch_size,
     image_mean, image_std, threshold, metric, method, anchored,
 ) -> list[torch.Tensor]:
-    spec = GridSpec(merge_size, temporal_patch_size, patch_size)
-    if merge_size < 1 or temporal_patch_size < 1 or patch_size < 1:
-        raise ValueError(
-            f"merge_size={merge_size}, temporal_patch_size={temporal_patch_size} and "
-            f"patch_size={patch_size} must all be >= 1."
-        )
-    pixel_values, grids, spec, mean, std, threshold, metric, method = _validated(
-        pixel_values, image_grid_thw, spec, image_mean, image_std, threshold, metric, method
-    )
-    masks: list[torch.Tensor] = []
-    offset = 0
-    for i, (t, h, w) in enumerate(grids):
-        rows = t * h * w
-        src = TokenSource(pixel_values[offset : offset + rows], h, w, spec=spec,
-                          image_mean=mean, image_std=std, index=i)
-        offset += rows
-        masks.append(select_image(src, threshold=threshold, metric=metric, method=method,
-                                  anchored=anchored))
-    return masks
+    geometry = PatchGeometry(merge_size=merge_size, temporal_patch_size=temporal_patch_size,
+                             patch_size=patch_size, image_mean=image_mean, image_std=image_std)
+    settings = PixelPruneSettings(threshold=threshold, metric=metric, method=method, anchored=anchored)
+    return select_masks(pixel_values, image_grid_thw, geometry, settings)
 
 
 def select_tokens(

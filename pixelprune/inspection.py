@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .core.selector import select_tokens
+from .core.selector import select_masks
 from .core.settings import PixelPruneSettings
 from .processing.image_preprocessing import ImagePreprocessConfig, PreprocessedImage, preprocess_image
 from .vit_flops import QWEN3_VL_2B_VISION, VisionTowerConfig, estimate_vit_flops
@@ -116,13 +116,7 @@ def inspect_image(
     pixel_values = torch.from_numpy(pre.pixel_values)
     grid = torch.tensor([pre.grid_thw], dtype=torch.int64)
     start = time.perf_counter()
-    kept_indices = select_tokens(
-        pixel_values, grid,
-        merge_size=config.merge_size, temporal_patch_size=config.temporal_patch_size,
-        patch_size=config.patch_size, image_mean=config.image_mean, image_std=config.image_std,
-        threshold=settings.threshold, metric=settings.metric, method=settings.method,
-        anchored=settings.anchored,
-    )[0]
+    kept_indices = torch.nonzero(select_masks(pixel_values, grid, config.geometry, settings)[0]).reshape(-1)
     selector_ms = (time.perf_counter() - start) * 1e3
     _, gh, gw = pre.grid_thw
     rows, cols = gh // config.merge_size, gw // config.merge_size

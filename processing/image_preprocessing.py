@@ -27,8 +27,9 @@ at threshold 0 the selection on a non-resized image is the same under both backe
 ``assets/sample_document.png``, which is resized, the kept tokens were also the same).
 
 Only numpy and the standard library are imported at module level (torch is only needed by
-:func:`preprocess_images`); PIL is imported where images are handled, so this module can ship as a
-``trust_remote_code`` file.
+:func:`preprocess_images`); PIL is imported where images are handled, so the CLI starts without
+transformers. It is not part of the exported remote code (the Hub repos use the stock image
+processor).
 """
 
 from __future__ import annotations
@@ -36,9 +37,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ..core.selector import PatchGeometry
 
 __all__ = [
     "ImagePreprocessConfig",
@@ -89,6 +93,18 @@ class ImagePreprocessConfig:
     def factor(self) -> int:
         """Side granularity in pixels: one merged token is ``factor x factor`` pixels (32 for Qwen3-VL)."""
         return self.patch_size * self.merge_size
+
+    @property
+    def geometry(self) -> PatchGeometry:
+        """The selector's :class:`~pixelprune.core.selector.PatchGeometry` of this preprocessing
+        (through the one preprocessor-config parser, :class:`~pixelprune.core.selector.PreprocessorConfig`)."""
+        from ..core.selector import PreprocessorConfig
+
+        return PreprocessorConfig(
+            patch_size=self.patch_size, merge_size=self.merge_size, temporal_patch_size=self.temporal_patch_size,
+            image_mean=self.image_mean, image_std=self.image_std, rescale_factor=self.rescale_factor,
+            min_pixels=self.min_pixels, max_pixels=self.max_pixels,
+        ).geometry
 
 
 QWEN3_VL_IMAGE_CONFIG = ImagePreprocessConfig()

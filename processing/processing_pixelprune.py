@@ -2,7 +2,7 @@
 
 They run the stock processing, select the kept tokens of every image with the shared selector,
 emit each image's ``<|image_pad|>`` run at its *kept* length and return ``image_keep_mask``
-(DESIGN.md) next to the stock keys. With pruning disabled the output is exactly the stock one.
+(docs/DESIGN.md) next to the stock keys. With pruning disabled the output is exactly the stock one.
 
 Settings precedence (lowest to highest, :func:`pixelprune.core.settings.resolve_settings`):
 defaults < the ``pixelprune`` block saved in ``processor_config.json`` (constructor argument
@@ -27,7 +27,7 @@ from transformers import Qwen3VLProcessor
 from transformers.utils import is_torchvision_available
 
 from ..core.keep_mask import KEEP_MASK_KEY, kept_tokens_per_image
-from ..core.pruning import ImagePruningStats, SelectorGeometry, prune_image_batch
+from ..core.pruning import ImagePruningStats, PatchGeometry, prune_image_batch
 from ..core.settings import PixelPruneSettings, pop_prefixed, resolve_settings
 
 logger = logging.getLogger(__name__)
@@ -155,7 +155,7 @@ class PixelPruneQwen3VLProcessor(Qwen3VLProcessor):
         if not settings.enabled:
             return super()._process_images(images, **kwargs)
         processed = self.image_processor(images, **kwargs)
-        geometry = SelectorGeometry.from_image_processor(self.image_processor, kwargs)
+        geometry = PatchGeometry.from_image_processor(self.image_processor, kwargs)
         keep_mask, stats = prune_image_batch(processed["pixel_values"], processed["image_grid_thw"], settings, geometry)
         # Same container kind as pixel_values (numpy without return_tensors, torch with "pt").
         processed[KEEP_MASK_KEY] = keep_mask if isinstance(processed["pixel_values"], torch.Tensor) else keep_mask.numpy()

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from ..core.keep_mask import KEEP_MASK_KEY, tokens_per_image
-from ..core.pruning import SelectorGeometry, prune_image_batch
+from ..core.pruning import PatchGeometry, prune_image_batch
 from ..core.settings import PixelPruneSettings, prefixed, resolve_settings, split_prefixed
 
 from vllm.model_executor.models.qwen3_5 import Qwen3_5MoeProcessingInfo, Qwen3_5ProcessingInfo
@@ -133,7 +133,7 @@ class PixelPruneQwen3VLMultiModalProcessor(Qwen3VLMultiModalProcessor):
         scoped = self.info._merge_and_resolve_mm_processor_kwargs(hf_kwargs)
         image_kwargs = {k: v for k, v in scoped.items() if not k.endswith("_kwargs")}
         image_kwargs.update(scoped.get("images_kwargs", {}))
-        geometry = SelectorGeometry.from_image_processor(image_processor, image_kwargs)
+        geometry = PatchGeometry.from_image_processor(image_processor, image_kwargs)
         pixel_values = processed["pixel_values"]
         if not pixel_values.is_floating_point():  # raw uint8 pixels: exact in float32
             pixel_values = pixel_values.to(torch.float32)
