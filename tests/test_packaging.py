@@ -1,4 +1,4 @@
-"""The built wheel holds the whole import package (DESIGN.md layout mapped into `pixelprune`),
+"""The built wheel holds the whole import package (docs/DESIGN.md layout mapped into `pixelprune`),
 its data files and entry points, and works when installed on its own."""
 
 from __future__ import annotations
