@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from .._version import __version__
 from ..core.settings import PixelPruneSettings
+from ..processing.image_preprocessing import ImagePreprocessConfig
 from ..vit_flops import VisionTowerConfig
 from .base_checkpoint import BaseCheckpoint, base_card_license, infer_base_model, read_base, read_json
 from .errors import ExportError
 from .families import Family
-from .model_card import CardContext, default_sample_images, preprocess_config_from_dict, render_model_card
+from .model_card import CardContext, default_sample_images, render_model_card
 from .out_folder import MARKER, OutState, inspect_out
 from .remote_code import RemoteCodeError, flatten_modules
 
@@ -141,7 +142,7 @@ def measure_retention(
     (unreadable images are skipped with a warning)."""
     from ..inspection import InspectError, inspect_image
 
-    geometry = preprocess_config_from_dict(base.image_processor)
+    geometry = ImagePreprocessConfig.from_dict(base.image_processor)
     results = []
     for path in images:
         try:

@@ -16,14 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core.settings import PixelPruneSettings
-from ..processing.image_preprocessing import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, ImagePreprocessConfig
 from ..vit_flops import VisionTowerConfig
 from .families import Family, read_template_text
 
 if TYPE_CHECKING:
     from ..inspection import InspectResult
 
-__all__ = ["CardContext", "card_metadata", "default_sample_images", "preprocess_config_from_dict", "render_model_card"]
+__all__ = ["CardContext", "card_metadata", "default_sample_images", "render_model_card"]
 
 CARD_TEMPLATE = "model_card.md"
 SAMPLE_GLOB = "sample_*.png"
@@ -61,22 +60,6 @@ def default_sample_images() -> list[Path]:
         if found:
             return found
     return []
-
-
-def preprocess_config_from_dict(data: Mapping[str, Any]) -> ImagePreprocessConfig:
-    """The geometry of a stock ``preprocessor_config.json`` (``size`` or ``min/max_pixels``)."""
-    size = data.get("size") or {}
-    defaults = ImagePreprocessConfig()
-    return ImagePreprocessConfig(
-        patch_size=int(data.get("patch_size", defaults.patch_size)),
-        temporal_patch_size=int(data.get("temporal_patch_size", defaults.temporal_patch_size)),
-        merge_size=int(data.get("merge_size", defaults.merge_size)),
-        min_pixels=int(size.get("shortest_edge", data.get("min_pixels", DEFAULT_MIN_PIXELS))),
-        max_pixels=int(size.get("longest_edge", data.get("max_pixels", DEFAULT_MAX_PIXELS))),
-        image_mean=tuple(data.get("image_mean", defaults.image_mean)),
-        image_std=tuple(data.get("image_std", defaults.image_std)),
-        rescale_factor=float(data.get("rescale_factor", defaults.rescale_factor)),
-    )
 
 
 def card_metadata(ctx: CardContext) -> Any:

@@ -35,7 +35,7 @@ processor).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -88,6 +88,23 @@ class ImagePreprocessConfig:
             raise ValueError(
                 f"min_pixels={self.min_pixels} is larger than max_pixels={self.max_pixels}."
             )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ImagePreprocessConfig:
+        """The preprocessing a stock ``preprocessor_config.json`` (or the ``image_processor``
+        block of ``processor_config.json``) describes, read by the one preprocessor-config parser
+        (:class:`~pixelprune.core.selector.PreprocessorConfig`); absent resize limits take the
+        Qwen3-VL checkpoints' defaults."""
+        from ..core.selector import PreprocessorConfig
+
+        parsed = PreprocessorConfig.from_dict(data)
+        return cls(
+            patch_size=parsed.patch_size, temporal_patch_size=parsed.temporal_patch_size,
+            merge_size=parsed.merge_size,
+            min_pixels=DEFAULT_MIN_PIXELS if parsed.min_pixels is None else parsed.min_pixels,
+            max_pixels=DEFAULT_MAX_PIXELS if parsed.max_pixels is None else parsed.max_pixels,
+            image_mean=parsed.image_mean, image_std=parsed.image_std, rescale_factor=parsed.rescale_factor,
+        )
 
     @property
     def factor(self) -> int:
