@@ -241,7 +241,7 @@ def prepare(block: Block, local_repos: LocalRepos) -> str:
     code = block.code
     if block.skip:
         pytest.skip(f"{block.where}: {block.skip}")
-    if re.search(r"^\s*(import vllm|from vllm\b)", code, re.MULTILINE):
+    if uses_vllm(block):
         pytest.importorskip("vllm", reason=f"{block.where} uses vLLM: runs in the vllm environment")
     replacements = {repo_id: str(local_repos.resolve(repo_id)) for repo_id in sorted(hub_ids(code))}
     sample = REPO / "assets" / "sample_screenshot.png"
@@ -253,10 +253,17 @@ def python_blocks(blocks: list[Block]) -> list[Block]:
     return [b for b in blocks if b.lang == "python"]
 
 
+def uses_vllm(block: Block) -> bool:
+    return re.search(r"^\s*(import vllm|from vllm\b)", block.code, re.MULTILINE) is not None
+
+
 README_BLOCKS = markdown_blocks(README.read_text(), "README.md")
 
 
-@pytest.mark.parametrize("block", python_blocks(README_BLOCKS), ids=lambda b: b.where)
+@pytest.mark.parametrize(
+    "block",
+    [pytest.param(b, marks=[pytest.mark.vllm] if uses_vllm(b) else [], id=b.where) for b in python_blocks(README_BLOCKS)],
+)
 def test_readme_python_snippet(block: Block, local_repos: LocalRepos, tmp_path: Path):
     run_python(block, prepare(block, local_repos), tmp_path, block_pixelprune=False)
 
@@ -292,7 +299,7 @@ def test_model_card_python_snippets(card_blocks: list[Block], local_repos: Local
         if block.skip:
             skipped += 1
             continue
-        if re.search(r"^\s*(import vllm|from vllm\b)", block.code, re.MULTILINE):
+        if uses_vllm(block):
             try:
                 import vllm  # noqa: F401
             except ImportError:
