@@ -384,7 +384,8 @@ def test_readme_documents_commands_to_check():
 
 # --- install lines ----------------------------------------------------------------------------------
 
-EXTRAS = re.compile(r"""(?:pixelprune|(?<![\w/])\.)\[(?P<extras>[\w,\s-]+)\]""")
+# `pixelprune[a,b]`, `".[a,b]"` (a clone) and `...pixelprune-0.1.0-py3-none-any.whl[a,b]` (a wheel)
+EXTRAS = re.compile(r"""(?:pixelprune|(?<![\w/])\.|\.whl)\[(?P<extras>[\w,\s-]+)\]""")
 
 
 def documented_extras(text: str) -> set[str]:
