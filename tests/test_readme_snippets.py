@@ -399,3 +399,35 @@ def test_documented_extras_exist(card_blocks):
         extras = documented_extras(text)
         assert extras or doc != "README.md", "the README names no pixelprune extras"  # the pattern still matches
         assert extras <= declared, f"{doc} installs extras pyproject.toml does not declare: {sorted(extras - declared)}"
+
+
+def imported_distributions(code: str) -> set[str]:
+    """The distributions a snippet needs: what it imports, and accelerate for ``device_map=``."""
+    from importlib.metadata import packages_distributions
+
+    modules = set()
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            modules.add(node.module.split(".")[0])
+    dists = {"pixelprune" if m == "pixelprune" else packages_distributions().get(m, [m])[0] for m in modules}
+    if "device_map" in code:
+        dists.add("accelerate")  # transformers raises without it
+    return {canonical(d) for d in dists}
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_transformers_extra_installs_what_the_snippets_use(card_blocks):
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    name = lambda requirement: canonical(re.match(r"[A-Za-z0-9_.-]+", requirement)[0])  # noqa: E731
+    installed = {"pixelprune"} | {name(r) for r in project["dependencies"]}
+    installed |= {name(r) for r in project["optional-dependencies"]["transformers"]}
+    for block in python_blocks(README_BLOCKS) + python_blocks(card_blocks):
+        if block.skip or uses_vllm(block):
+            continue
+        missing = imported_distributions(block.code) - installed
+        assert not missing, f"{block.where} needs {sorted(missing)}, which `pip install -e \".[transformers]\"` does not install"
