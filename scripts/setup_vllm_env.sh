@@ -35,9 +35,12 @@ for pkg in torchaudio torchcodec; do
 done
 
 SITE=$("$PY" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
-cp "$REPO_DIR/scripts/torchvision_schema_hook.py" "$SITE/_pixelprune_torchvision_hook.py"
+# New files moved into place (never rewritten in place: venv copies made with `cp -al` share them)
+cp "$REPO_DIR/scripts/torchvision_schema_hook.py" "$SITE/_pixelprune_torchvision_hook.py.new"
+mv -f "$SITE/_pixelprune_torchvision_hook.py.new" "$SITE/_pixelprune_torchvision_hook.py"
 echo "import _pixelprune_torchvision_hook; _pixelprune_torchvision_hook.install()" \
-    > "$SITE/pixelprune_torchvision_hook.pth"
+    > "$SITE/pixelprune_torchvision_hook.pth.new"
+mv -f "$SITE/pixelprune_torchvision_hook.pth.new" "$SITE/pixelprune_torchvision_hook.pth"
 
 "${PIP[@]}" --no-deps -e "$REPO_DIR"
 "${PIP[@]}" "pytest>=8" "hypothesis>=6.100" pyyaml openai
