@@ -431,3 +431,22 @@ def test_transformers_extra_installs_what_the_snippets_use(card_blocks):
             continue
         missing = imported_distributions(block.code) - installed
         assert not missing, f"{block.where} needs {sorted(missing)}, which `pip install -e \".[transformers]\"` does not install"
+
+
+# --- the table of contents ------------------------------------------------------------------------
+
+
+def github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_contents_lists_every_section():
+    text = README.read_text()
+    outside_fences = re.sub(r"^```.*?^```", "", text, flags=re.MULTILINE | re.DOTALL)
+    sections = [h for h in re.findall(r"^## (.+)$", outside_fences, re.MULTILINE) if h not in ("Contents", "License")]
+    contents = text.split("## Contents", 1)[1].split("\n## ", 1)[0]
+    links = re.findall(r"^- \[[^\]]+\]\(#([^)]+)\)", contents, re.MULTILINE)
+    assert links == [github_anchor(h) for h in sections], (
+        "README's Contents must link every `## ` section in order (anchors as GitHub makes them)"
+    )
