@@ -42,8 +42,9 @@ echo "import _pixelprune_torchvision_hook; _pixelprune_torchvision_hook.install(
     > "$SITE/pixelprune_torchvision_hook.pth.new"
 mv -f "$SITE/pixelprune_torchvision_hook.pth.new" "$SITE/pixelprune_torchvision_hook.pth"
 
-"${PIP[@]}" --no-deps -e "$REPO_DIR"
-"${PIP[@]}" "pytest>=8" "hypothesis>=6.100" pyyaml openai
+# test tools, and the build backend so the editable install needs no isolated build environment
+"${PIP[@]}" "pytest>=8" "hypothesis>=6.100" pyyaml openai "setuptools>=69" wheel
+"${PIP[@]}" --no-deps --no-build-isolation -e "$REPO_DIR"
 
 # Smoke check: the imports the tests rely on.
 "$PY" - <<'PY'
