@@ -31,6 +31,7 @@ import logging
 from collections.abc import Callable
 
 import torch
+from torch import nn
 
 from ..core.keep_mask import KEEP_MASK_KEY, KeepMask
 from .rope_index import pruned_rope_index
@@ -119,12 +120,44 @@ def _cache_length(kwargs: dict) -> int:
     return cache.get_seq_length() if cache is not None and hasattr(cache, "get_seq_length") else 0
 
 
-class PixelPruneModelMixin:
-    """For the inner ``*Model`` (vision tower + language model): pruned encoding and positions."""
+class _StockClassBehaviour:
+    """transformers' class-level machinery answers for a PixelPrune class as for its stock class.
+
+    transformers decides some behaviour from where a class is *defined*, not from what it does:
+    ``is_custom_code`` (any class outside the ``transformers.`` package: weight initialisation takes
+    the remote-code shortcut that leaves missing weights uninitialised, and model-type weight
+    conversions are skipped), ``_can_set_experts_implementation`` (looks for
+    ``@use_experts_implementation`` in the source of the class's module) and
+    ``_can_set_attn_implementation`` (looks for attention classes in that source). Our classes add
+    methods only, never modules, parameters or initialisation, so the stock class's answer is the
+    right one; each is delegated to it here (``_can_set_*`` cache per class, so without this the
+    answer would also depend on whether the stock class happened to be asked first).
+    """
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         _register_stock_weight_conversions(cls)
+
+    @classmethod
+    def _pixelprune_stock_class(cls) -> type:
+        """The stock transformers class this class extends (first base in the MRO that is not ours)."""
+        return next(base for base in cls.__mro__ if not issubclass(base, _StockClassBehaviour))
+
+    @classmethod
+    def is_custom_code(cls) -> bool:
+        return cls._pixelprune_stock_class().is_custom_code()
+
+    @classmethod
+    def _can_set_attn_implementation(cls) -> bool:
+        return cls._pixelprune_stock_class()._can_set_attn_implementation()
+
+    @classmethod
+    def _can_set_experts_implementation(cls) -> bool:
+        return cls._pixelprune_stock_class()._can_set_experts_implementation()
+
+
+class PixelPruneModelMixin(_StockClassBehaviour):
+    """For the inner ``*Model`` (vision tower + language model): pruned encoding and positions."""
 
     @accepts_precomputed_kwargs(modality="image")
     def get_image_features(
@@ -220,22 +253,25 @@ class PixelPruneModelMixin:
         return stock_forward(self, **kwargs)
 
 
-class PixelPruneForConditionalGenerationMixin:
+class PixelPruneForConditionalGenerationMixin(_StockClassBehaviour):
     """For ``*ForConditionalGeneration``: builds the PixelPrune inner model, forwards the mask."""
 
     #: The PixelPrune inner model class (a ``PixelPruneModelMixin`` subclass of the stock ``*Model``).
     pixelprune_model_class: type
 
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        _register_stock_weight_conversions(cls)
-
-    def __init__(self, config, *args, **kwargs):
-        # The stock constructor builds the stock inner model; replace it with ours (same modules,
-        # same weight names) so stock checkpoints load unchanged. Under `from_pretrained` both are
-        # built on the meta device, so the replacement costs nothing.
-        super().__init__(config, *args, **kwargs)
+    def __init__(self, config):
+        # The stock constructor of every family (transformers 5.19-5.24) is
+        #     super().__init__(config); self.model = <Family>Model(config)
+        #     self.lm_head = nn.Linear(text hidden, text vocab, bias=False); self.post_init()
+        # with the inner class hard-coded. Running it and then replacing `self.model` would build
+        # the inner model twice: the second one misses what the first `post_init` consumed from
+        # the config (`gradient_checkpointing`) and draws different random weights. So run the
+        # stock class's parent constructor and build the same submodules, each once, in the stock
+        # order, with our inner class. tests/test_modeling_machinery.py checks the result equals
+        # the stock model (modules, seeded weights, class-level state) in every family.
+        super(self._pixelprune_stock_class(), self).__init__(config)
         self.model = self.pixelprune_model_class(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
         self.post_init()
 
     def get_image_features(
