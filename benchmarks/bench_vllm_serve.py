@@ -217,8 +217,10 @@ def free_port() -> int:
 
 
 def server_env(work_dir: Path) -> dict[str, str]:
-    """vLLM's CPU settings (ENVIRONMENT.md) with its caches under ``work_dir``; engine core in its own
-    process (the production layout; ``VLLM_ENABLE_V1_MULTIPROCESSING=0`` would share the frontend's)."""
+    """vLLM's CPU settings (ENVIRONMENT.md) with its caches under ``work_dir`` and usage statistics
+    off (``VLLM_NO_USAGE_STATS=1``, ``DO_NOT_TRACK=1``: a benchmark must not reach the network);
+    engine core in its own process (the production layout; ``VLLM_ENABLE_V1_MULTIPROCESSING=0``
+    would share the frontend's)."""
     from vllm_testing import configure_vllm_env
 
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "1")

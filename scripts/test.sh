@@ -118,7 +118,8 @@ run_vllm() {
     local dir="$VENVS/vllm"
     log "pytest in vllm: $("$dir/bin/python" -c 'import vllm, transformers; print("vllm", vllm.__version__, "transformers", transformers.__version__)')"
     local rc=0
-    (cd "$REPO" && PIXELPRUNE_HF_PYTHON="$VENVS/hf-hi/bin/python" \
+    # No usage statistics: vLLM reports them over the network otherwise (CI has none).
+    (cd "$REPO" && export VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1 && PIXELPRUNE_HF_PYTHON="$VENVS/hf-hi/bin/python" \
         "$dir/bin/python" -m pytest -q -p no:cacheprovider --durations=20 -m vllm "$@") || rc=$?
     return $rc
 }

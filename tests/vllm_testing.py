@@ -33,8 +33,15 @@ def hf_python() -> str | None:
     return path if path and Path(path).exists() else None
 
 
+# vLLM reports usage statistics over the network unless told not to; tests and benchmarks never
+# should (CI has no network, and a test must not phone home).
+NO_TELEMETRY_ENV = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
+
+
 def configure_vllm_env(root: Path) -> None:
-    """CPU settings vLLM needs here, with every cache under ``root``."""
+    """CPU settings vLLM needs here, with every cache under ``root`` and usage statistics off
+    (``NO_TELEMETRY_ENV``, forced: an inherited ``DO_NOT_TRACK=0`` must not switch them on)."""
+    os.environ.update(NO_TELEMETRY_ENV)
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # one process: ~3 s start, not ~17 s
     for var, sub in (("VLLM_CACHE_ROOT", "vllm"), ("VLLM_RPC_BASE_PATH", "rpc"), ("TORCHINDUCTOR_CACHE_DIR", "inductor")):
