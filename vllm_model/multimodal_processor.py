@@ -25,9 +25,7 @@ count the kept tokens, since each image is expanded to its kept count.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import Any
@@ -43,28 +41,33 @@ from vllm.model_executor.models.qwen3_vl import Qwen3VLMultiModalProcessor, Qwen
 from vllm.model_executor.models.qwen3_vl_moe import Qwen3VLMoeProcessingInfo
 from vllm.multimodal.inputs import MultiModalFieldConfig
 from vllm.multimodal.processing import PromptReplacement
+from vllm.transformers_utils.repo_utils import get_hf_file_to_dict
 
 logger = logging.getLogger("vllm.pixelprune.processor")
 
 SETTINGS_CONFIG_KEY = "pixelprune"
 """Key of the saved settings block in ``processor_config.json`` / ``preprocessor_config.json``."""
+SETTINGS_FILES = ("processor_config.json", "preprocessor_config.json")
+"""Where the block is looked up, in order (where the transformers processor saves it, then the legacy file)."""
 
 
-def saved_settings(model_dir: str) -> PixelPruneSettings:
-    """The ``pixelprune`` settings block saved with a local checkpoint (defaults when absent).
+def saved_settings(model: str, revision: str | None = None) -> PixelPruneSettings:
+    """The ``pixelprune`` settings block saved with a checkpoint (defaults when absent).
 
-    Looked up in ``processor_config.json`` then ``preprocessor_config.json``; a missing file or
-    block means the built-in defaults (a stock checkpoint served under a PixelPrune architecture).
+    ``model`` is what vLLM keeps in ``model_config.model``: a local folder, or a Hub id (vLLM
+    substitutes the snapshot path only when offline). The files are read the way vLLM reads the
+    model's other config files (``get_hf_file_to_dict``: the folder, else the Hub cache, else a
+    download, at ``revision``). Looked up in ``processor_config.json`` then
+    ``preprocessor_config.json``; a missing file or block means the built-in defaults (a stock
+    checkpoint served under a PixelPrune architecture).
     """
-    for name in ("processor_config.json", "preprocessor_config.json"):
-        path = os.path.join(model_dir, name)
-        if not os.path.isfile(path):
-            continue
-        with open(path, encoding="utf-8") as f:
-            block = json.load(f).get(SETTINGS_CONFIG_KEY)
+    for name in SETTINGS_FILES:
+        config = get_hf_file_to_dict(name, model, revision=revision)
+        block = config.get(SETTINGS_CONFIG_KEY) if isinstance(config, Mapping) else None
         if block is not None:
             if not isinstance(block, Mapping):
-                raise ValueError(f"{path}: {SETTINGS_CONFIG_KEY!r} must be a JSON object, got {block!r}.")
+                where = f"{model}/{name}" + (f" (revision {revision})" if revision else "")
+                raise ValueError(f"{where}: {SETTINGS_CONFIG_KEY!r} must be a JSON object, got {block!r}.")
             return PixelPruneSettings.from_dict(block)
     return PixelPruneSettings()
 
@@ -75,7 +78,8 @@ class PixelPruneProcessingInfoMixin:
     @cached_property
     def pixelprune_defaults(self) -> PixelPruneSettings:
         """Saved settings overridden by ``PIXELPRUNE_*`` environment variables."""
-        return resolve_settings(saved_settings(self.ctx.model_config.model))
+        model_config = self.ctx.model_config
+        return resolve_settings(saved_settings(model_config.model, model_config.revision))
 
     def pixelprune_settings(self, pixelprune_kwargs: Mapping[str, object]) -> PixelPruneSettings:
         """Settings for one call: :func:`~pixelprune.core.settings.resolve_settings` with
