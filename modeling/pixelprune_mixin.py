@@ -125,8 +125,9 @@ class _StockClassBehaviour:
 
     transformers decides some behaviour from where a class is *defined*, not from what it does:
     ``is_custom_code`` (any class outside the ``transformers.`` package: weight initialisation takes
-    the remote-code shortcut that leaves missing weights uninitialised, and model-type weight
-    conversions are skipped), ``_can_set_experts_implementation`` (looks for
+    the remote-code shortcut that can leave weights missing from a checkpoint uninitialised, and
+    model-type weight conversions apply only to classes registered by name, which
+    ``_register_stock_weight_conversions`` does), ``_can_set_experts_implementation`` (looks for
     ``@use_experts_implementation`` in the source of the class's module) and
     ``_can_set_attn_implementation`` (looks for attention classes in that source). Our classes add
     methods only, never modules, parameters or initialisation, so the stock class's answer is the
@@ -267,8 +268,11 @@ class PixelPruneForConditionalGenerationMixin(_StockClassBehaviour):
         # the inner model twice: the second one misses what the first `post_init` consumed from
         # the config (`gradient_checkpointing`) and draws different random weights. So run the
         # stock class's parent constructor and build the same submodules, each once, in the stock
-        # order, with our inner class. tests/test_modeling_machinery.py checks the result equals
-        # the stock model (modules, seeded weights, class-level state) in every family.
+        # order, with our inner class. (Nothing in transformers selects the inner class: it is a
+        # module global of the stock modeling file, and rebinding it would be monkey-patching.)
+        # tests/test_modeling_machinery.py checks the result equals the stock model (modules,
+        # seeded weights, post_init state) in every family, so a change of the stock constructor
+        # in a future release fails there.
         super(self._pixelprune_stock_class(), self).__init__(config)
         self.model = self.pixelprune_model_class(config)
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
