@@ -10,6 +10,16 @@ keeps the native resolution and pixel-identical regions stay pixel-identical.
 - :func:`gradient_image`: a smooth horizontal ramp: nothing is pixel-identical, but every token
   is close to its neighbour (exercises thresholds > 0 and anchored vs sliding).
 - :func:`blank_image`: one flat colour: everything but token 0 is prunable.
+- :func:`word_page_image`: white page with dark "words" on a few lines in the top 70 %, right
+  margin blank (not token-aligned).
+- :func:`sparse_blocks_image`: white page with three coloured, token-aligned 32 px blocks.
+- :func:`color_gradient_image`: a 2-D colour gradient: no two tokens equal, neighbours close.
+- :func:`uint8_noise_image`: uniform random pixels drawn directly as ``uint8`` (a different pixel
+  stream from :func:`noise_image` for the same seed; both prune nothing).
+
+Every factory is ``(width, height, *, seed)`` (no seed where the image is not random) and
+deterministic; tests compare outputs against references computed on these exact pixels, so a
+factory's pixels must never change (add a new factory instead).
 """
 
 from __future__ import annotations
@@ -103,3 +113,41 @@ def ui_image(width: int = 448, height: int = 320, *, seed: int = 0) -> Image.Ima
         img[top + 60 : top + 84, bx : bx + 80] = (46, 160, 67)  # button
         img[top + 68 : top + 76, bx + 16 : bx + 64] = (255, 255, 255)
     return _rgb(img)
+
+
+def word_page_image(width: int, height: int, *, seed: int = 0) -> Image.Image:
+    """A white page with dark 'words' on a few text lines: blank margins and gaps are redundant."""
+    rng = np.random.default_rng(seed)
+    page = np.full((height, width, 3), 255, dtype=np.uint8)
+    for top in range(8, int(height * 0.7), 24):  # text in the top 70%, right margin blank
+        if rng.random() < 0.3:
+            continue  # a blank line
+        x = 8 + int(rng.integers(0, 24))
+        while x < width * 0.55:
+            w = int(rng.integers(6, 30))
+            page[top : top + 9, x : x + w] = rng.integers(0, 90, 3, dtype=np.uint8)
+            x += w + int(rng.integers(4, 12))
+    return _rgb(page)
+
+
+def sparse_blocks_image(width: int = 160, height: int = 128, *, seed: int = 0) -> Image.Image:
+    """White page with three coloured, token-aligned 32 px blocks (most tokens prunable at tau = 0)."""
+    rng = np.random.default_rng(seed)
+    img = np.full((height, width, 3), 255, np.uint8)
+    for _ in range(3):
+        y, x = TOKEN_PX * rng.integers(0, height // TOKEN_PX), TOKEN_PX * rng.integers(0, width // TOKEN_PX)
+        img[y : y + TOKEN_PX, x : x + TOKEN_PX] = rng.integers(0, 256, size=(TOKEN_PX, TOKEN_PX, 3))
+    return _rgb(img)
+
+
+def color_gradient_image(width: int = 128, height: int = 96) -> Image.Image:
+    """A 2-D colour gradient: no two tokens identical, neighbours close (a threshold > 0 prunes)."""
+    y, x = np.mgrid[0:height, 0:width]
+    value = (x * 100 // width + y * 100 // height).astype(np.uint8)
+    return _rgb(np.stack([value, value // 2 + 50, 200 - value], axis=-1))
+
+
+def uint8_noise_image(width: int = 96, height: int = 64, *, seed: int = 0) -> Image.Image:
+    """Uniform random pixels drawn as ``uint8`` (nothing redundant; not :func:`noise_image`'s pixels)."""
+    rng = np.random.default_rng(seed)
+    return _rgb(rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8))

@@ -1,7 +1,7 @@
 """An exported repo serves with vLLM (pixelprune's plugin) and prunes like transformers does.
 
 Runs in the vLLM environment (``-m vllm``); the transformers oracle runs in ``PIXELPRUNE_HF_PYTHON``
-(see ``vllm_testing``) on the same exported repo, with the saved threshold of the export.
+(see ``vllm_harness``) on the same exported repo, with the saved threshold of the export.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import pytest
 
 pytest.importorskip("vllm")
 
-from vllm_testing import CHAT, IMAGE, build_checkpoint, configure_vllm_env, hf_generate, hf_python, redundant_image  # noqa: E402
+from images import sparse_blocks_image  # noqa: E402
+from vllm_harness import CHAT, IMAGE, build_checkpoint, configure_vllm_env, hf_generate, hf_python  # noqa: E402
 
 from pixelprune.hub_configs.exporter import export  # noqa: E402
 from pixelprune.core.settings import PixelPruneSettings  # noqa: E402
@@ -32,7 +33,7 @@ def test_exported_repo_serves_with_vllm_like_transformers(tmp_path):
     out = tmp_path / "exported"
     export(base, out, settings=PixelPruneSettings(threshold=0.05), sample_images=[])
     image_path = tmp_path / "doc.png"
-    redundant_image(seed=0).save(image_path)
+    sparse_blocks_image(seed=0).save(image_path)
 
     (reference,) = hf_generate(out, FAMILY, [{"prompt": PROMPT, "images": [str(image_path)]}], MAX_NEW, tmp_path)
     assert sum(reference["kept"]) < sum(reference["total"])

@@ -103,7 +103,8 @@ def test_one_name():
 def test_the_model_validates_the_mask_once_per_forward(monkeypatch, tmp_path):
     """forward -> get_image_features -> encode_kept_patches -> get_rope_index share one value."""
     pytest.importorskip("transformers")
-    from test_modeling_qwen3_vl_helpers import build_inputs, document_image
+    from images import word_page_image
+    from model_oracles import build_inputs
     from tiny_models import build_tiny_checkpoint, build_tiny_tokenizer
 
     from pixelprune import modeling
@@ -112,7 +113,7 @@ def test_the_model_validates_the_mask_once_per_forward(monkeypatch, tmp_path):
     model = modeling.PixelPruneQwen3VLForConditionalGeneration.from_pretrained(
         build_tiny_checkpoint("qwen3_vl", tmp_path / "m")
     ).eval()
-    inputs = build_inputs(tokenizer, [["See ", document_image(224, 160, 0), " and ", document_image(160, 128, 1)]])
+    inputs = build_inputs(tokenizer, [["See ", word_page_image(224, 160, seed=0), " and ", word_page_image(160, 128, seed=1)]])
     assert not bool(inputs[KEEP_MASK_KEY].all())
     builds = []
     real = KeepMask.build.__func__

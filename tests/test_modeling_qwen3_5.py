@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from images import document_image, noise_image
-from test_modeling_qwen3_vl_helpers import cache_kwarg, output_cache
+from model_oracles import cache_kwarg, output_cache
 from tiny_models import cached_tiny_checkpoint
 
 transformers = pytest.importorskip("transformers")

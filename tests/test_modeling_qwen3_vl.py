@@ -10,15 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from test_modeling_qwen3_vl_helpers import (
-    ORACLE_ATTENTION,
-    build_inputs,
-    document_image,
-    masked_stock_logits,
-    noise_image,
-    register_oracle_attention,
-    stock_inputs_for,
-)
+from images import uint8_noise_image, word_page_image
+from model_oracles import ORACLE_ATTENTION, build_inputs, masked_stock_logits, register_oracle_attention, stock_inputs_for
 from tiny_models import build_tiny_checkpoint, build_tiny_tokenizer
 
 transformers = pytest.importorskip("transformers")
@@ -51,12 +44,12 @@ def load(checkpoints, family: str, *, stock: bool = False, attn: str = "sdpa"):
 
 def two_image_prompt(make_image):
     """Image + text + image, with text before and after (the orderings that move positions)."""
-    return [["Compare ", make_image(224, 160, 0), " with ", make_image(160, 128, 1), " please."]]
+    return [["Compare ", make_image(224, 160, seed=0), " with ", make_image(160, 128, seed=1), " please."]]
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_nothing_pruned_is_bit_identical_to_stock(checkpoints, tokenizer, family):
-    inputs = build_inputs(tokenizer, two_image_prompt(noise_image))
+    inputs = build_inputs(tokenizer, two_image_prompt(uint8_noise_image))
     assert bool(inputs["image_keep_mask"].all()), "noise images must keep every token"
     stock_inputs = {k: v for k, v in inputs.items() if k != "image_keep_mask"}
     ours, stock = load(checkpoints, family), load(checkpoints, family, stock=True)
@@ -81,7 +74,7 @@ def test_nothing_pruned_is_bit_identical_to_stock(checkpoints, tokenizer, family
     "family,attn", [("qwen3_vl", "sdpa"), ("qwen3_vl", "eager"), ("qwen3_vl_moe", "sdpa")]
 )
 def test_pruned_equals_stock_with_pruned_tokens_masked(checkpoints, tokenizer, family, attn):
-    inputs = build_inputs(tokenizer, two_image_prompt(document_image))
+    inputs = build_inputs(tokenizer, two_image_prompt(word_page_image))
     keep = inputs["image_keep_mask"]
     assert 0 < int(keep.sum()) < keep.numel() * 0.8, "the document images must be partly redundant"
     full, survives = stock_inputs_for(inputs, tokenizer)
@@ -103,7 +96,7 @@ def test_pruned_equals_stock_with_pruned_tokens_masked(checkpoints, tokenizer, f
 
 def test_positions_keep_unpruned_values(checkpoints, tokenizer):
     """Kept tokens keep their unpruned (t, h, w) positions; text positions are unchanged."""
-    inputs = build_inputs(tokenizer, two_image_prompt(document_image))
+    inputs = build_inputs(tokenizer, two_image_prompt(word_page_image))
     full, survives = stock_inputs_for(inputs, tokenizer)
     model = load(checkpoints, "qwen3_vl").model
     pruned_pos, pruned_delta = model.get_rope_index(
@@ -120,7 +113,7 @@ def test_positions_keep_unpruned_values(checkpoints, tokenizer):
 
 
 def test_labels_and_backward_reach_vision_tower(checkpoints, tokenizer):
-    inputs = build_inputs(tokenizer, two_image_prompt(document_image))
+    inputs = build_inputs(tokenizer, two_image_prompt(word_page_image))
     full, _ = stock_inputs_for(inputs, tokenizer)
     labels = inputs["input_ids"].masked_fill(inputs["mm_token_type_ids"].bool(), -100)
     model = load(checkpoints, "qwen3_vl").train()
@@ -137,7 +130,7 @@ def test_labels_and_backward_reach_vision_tower(checkpoints, tokenizer):
 def test_stock_model_fed_pixelprune_inputs_fails_loudly(checkpoints, tokenizer):
     """The stock class cannot silently consume pruned inputs: forward hits a placeholder/feature
     count mismatch, and generate rejects the unknown `image_keep_mask` kwarg."""
-    inputs = build_inputs(tokenizer, two_image_prompt(document_image))
+    inputs = build_inputs(tokenizer, two_image_prompt(word_page_image))
     assert not bool(inputs["image_keep_mask"].all()), "the document images must be partly redundant"
     stock = load(checkpoints, "qwen3_vl", stock=True)
     with pytest.raises(Exception, match="(?i)do not match"):
@@ -150,7 +143,7 @@ def test_stock_model_fed_pixelprune_inputs_fails_loudly(checkpoints, tokenizer):
 
 
 def test_mismatched_keep_mask_raises(checkpoints, tokenizer):
-    inputs = build_inputs(tokenizer, two_image_prompt(document_image))
+    inputs = build_inputs(tokenizer, two_image_prompt(word_page_image))
     model = load(checkpoints, "qwen3_vl")
     keep = inputs["image_keep_mask"]
 
@@ -169,7 +162,7 @@ def test_mismatched_keep_mask_raises(checkpoints, tokenizer):
 
 
 def test_get_image_features_encodes_kept_tokens_only(checkpoints, tokenizer):
-    inputs = build_inputs(tokenizer, two_image_prompt(document_image))
+    inputs = build_inputs(tokenizer, two_image_prompt(word_page_image))
     model = load(checkpoints, "qwen3_vl")
     keep = inputs["image_keep_mask"]
     with torch.no_grad():

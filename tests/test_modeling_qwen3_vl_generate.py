@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from test_modeling_qwen3_vl_helpers import build_inputs, cache_kwarg, document_image, output_cache
+from images import word_page_image
+from model_oracles import build_inputs, cache_kwarg, output_cache
 from tiny_models import build_tiny_checkpoint, build_tiny_tokenizer
 
 pytest.importorskip("transformers")
@@ -34,11 +35,11 @@ def model(request, tmp_path_factory):
 
 
 def prompt_a():
-    return ["Read ", document_image(224, 160, 3), " then ", document_image(160, 128, 4), " now."]
+    return ["Read ", word_page_image(224, 160, seed=3), " then ", word_page_image(160, 128, seed=4), " now."]
 
 
 def prompt_b():
-    return [document_image(192, 128, 5), " What does it say?"]
+    return [word_page_image(192, 128, seed=5), " What does it say?"]
 
 
 def assert_pruned(inputs):
@@ -144,7 +145,7 @@ def test_processor_chat_template_drives_generate(model, tokenizer):
     from pixelprune.processing.processing_pixelprune import PixelPruneQwen3VLProcessor
 
     processor = PixelPruneQwen3VLProcessor.from_pretrained(model.name_or_path)
-    images = [document_image(224, 160, 3), document_image(160, 128, 4)]
+    images = [word_page_image(224, 160, seed=3), word_page_image(160, 128, seed=4)]
     messages = [{"role": "user", "content": [
         {"type": "text", "text": "Read "}, {"type": "image", "image": images[0]},
         {"type": "text", "text": " then "}, {"type": "image", "image": images[1]},

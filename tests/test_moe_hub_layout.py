@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from tiny_models import build_tiny_checkpoint
-from vllm_testing import to_hub_layout_qwen3_vl_moe
+from vllm_harness import to_hub_layout_qwen3_vl_moe
 
 
 @pytest.fixture(scope="module")

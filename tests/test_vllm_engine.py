@@ -13,17 +13,15 @@ import pytest
 
 pytest.importorskip("vllm")
 
-from vllm_testing import (  # noqa: E402
+from images import color_gradient_image, sparse_blocks_image, uint8_noise_image  # noqa: E402
+from vllm_harness import (  # noqa: E402
     CHAT,
     IMAGE,
     build_checkpoint,
     configure_vllm_env,
     hf_generate,
     hf_python,
-    noise_image,
     pixelprune_copy,
-    redundant_image,
-    smooth_image,
 )
 
 pytestmark = pytest.mark.slow
@@ -56,8 +54,8 @@ def checkpoints(work):
 
 @pytest.fixture(scope="module")
 def images(work):
-    named = {"doc": redundant_image(seed=0), "ui": redundant_image(192, 96, seed=1), "smooth": smooth_image(),
-             "noise": noise_image()}
+    named = {"doc": sparse_blocks_image(seed=0), "ui": sparse_blocks_image(192, 96, seed=1), "smooth": color_gradient_image(),
+             "noise": uint8_noise_image()}
     paths = {}
     for name, img in named.items():
         paths[name] = work / f"{name}.png"

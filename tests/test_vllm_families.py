@@ -15,7 +15,8 @@ import pytest
 
 pytest.importorskip("vllm")
 
-from vllm_testing import (  # noqa: E402
+from images import sparse_blocks_image  # noqa: E402
+from vllm_harness import (  # noqa: E402
     CHAT,
     IMAGE,
     build_checkpoint,
@@ -23,7 +24,6 @@ from vllm_testing import (  # noqa: E402
     hf_generate,
     hf_python,
     pixelprune_copy,
-    redundant_image,
     save_images,
 )
 
@@ -32,9 +32,9 @@ pytestmark = [
     pytest.mark.skipif(hf_python() is None, reason="PIXELPRUNE_HF_PYTHON (transformers >= 5.20 venv) not set"),
 ]
 MAX_NEW = 4
-ONE_IMAGE = (CHAT.format(images=IMAGE, text="Describe this image."), [redundant_image(seed=0)])
+ONE_IMAGE = (CHAT.format(images=IMAGE, text="Describe this image."), [sparse_blocks_image(seed=0)])
 TWO_IMAGES = (CHAT.format(images=IMAGE + IMAGE, text="Compare the pictures."),
-              [redundant_image(seed=0), redundant_image(192, 96, seed=1)])
+              [sparse_blocks_image(seed=0), sparse_blocks_image(192, 96, seed=1)])
 # family -> (engine dtype, prompts): the dense hybrid model also gets a two-image prompt.
 FAMILIES = {
     "qwen3_5": ("bfloat16", [ONE_IMAGE, TWO_IMAGES]),

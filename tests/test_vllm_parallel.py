@@ -20,7 +20,8 @@ import pytest
 
 pytest.importorskip("vllm")
 
-from vllm_testing import (  # noqa: E402
+from images import color_gradient_image, sparse_blocks_image  # noqa: E402
+from vllm_harness import (  # noqa: E402
     CHAT,
     IMAGE,
     build_checkpoint,
@@ -28,9 +29,7 @@ from vllm_testing import (  # noqa: E402
     hf_generate,
     hf_python,
     pixelprune_copy,
-    redundant_image,
     save_images,
-    smooth_image,
 )
 
 CPUS = sorted(os.sched_getaffinity(0))
@@ -53,9 +52,9 @@ def test_tensor_parallel_2_matches_transformers(tmp_path_factory, monkeypatch):
     one, two = CHAT.format(images=IMAGE, text="Describe this image."), CHAT.format(images=IMAGE + IMAGE,
                                                                                  text="Compare the pictures.")
     cases = [  # (prompt, images, per-request settings)
-        (one, [redundant_image(seed=0)], {}),
-        (two, [redundant_image(seed=0), redundant_image(192, 96, seed=1)], {}),
-        (one, [smooth_image()], {"pixelprune_threshold": 0.1}),
+        (one, [sparse_blocks_image(seed=0)], {}),
+        (two, [sparse_blocks_image(seed=0), sparse_blocks_image(192, 96, seed=1)], {}),
+        (one, [color_gradient_image()], {"pixelprune_threshold": 0.1}),
     ]
     paths = save_images(work, [images for _, images, _ in cases])
     hf = hf_generate(checkpoint, FAMILY, [{"prompt": p, "images": ps, "settings": s}

@@ -16,7 +16,8 @@ import pytest
 pytest.importorskip("vllm")
 openai = pytest.importorskip("openai")
 
-from vllm_testing import build_checkpoint, configure_vllm_env, pixelprune_copy, redundant_image, stop_server  # noqa: E402
+from images import sparse_blocks_image  # noqa: E402
+from vllm_harness import build_checkpoint, configure_vllm_env, pixelprune_copy, stop_server  # noqa: E402
 
 pytestmark = pytest.mark.slow
 FAMILY = "qwen3_vl"
@@ -75,7 +76,7 @@ def test_vllm_serve_openai_chat_with_pruned_image(checkpoint, tmp_path):
                     pytest.fail(f"vllm serve did not start:\n{log_path.read_text()[-4000:]}")
                 time.sleep(1)
         messages = [{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": _data_url(redundant_image())}},
+            {"type": "image_url", "image_url": {"url": _data_url(sparse_blocks_image())}},
             {"type": "text", "text": "Describe this image."},
         ]}]
         pruned = client.chat.completions.create(model="tiny", messages=messages, max_tokens=4, temperature=0)

@@ -1,5 +1,6 @@
-"""Shared helpers of the PixelPrune model tests (no tests here): synthetic images, prompt inputs
-built the way the PixelPrune processor builds them, and the masked-stock-model oracle.
+"""Model-test helpers (no tests here): prompt inputs built the way the PixelPrune processor builds
+them, the KV-cache argument names, and the masked-stock-model oracle (ALGORITHM.md section 5).
+Synthetic images live in ``images.py``.
 
 Inputs are built from the stock image processor, the shared selector and the tiny tokenizer, so
 these tests do not depend on the PixelPrune processor class (its own tests cover it).
@@ -8,42 +9,16 @@ these tests do not depend on the PixelPrune processor class (its own tests cover
 from __future__ import annotations
 
 import inspect
-import sys
-from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tiny_models import IMAGE_MEAN, IMAGE_STD, image_processor_dict
 
-from tiny_models import IMAGE_MEAN, IMAGE_STD, image_processor_dict  # noqa: E402
-
-import pixelprune  # noqa: E402
+import pixelprune
 
 ORACLE_ATTENTION = "pixelprune_test_oracle"
-
-
-def noise_image(width: int, height: int, seed: int) -> Image.Image:
-    """Uniform noise: no two 32x32 tokens are equal, so PixelPrune keeps everything."""
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
-
-
-def document_image(width: int, height: int, seed: int) -> Image.Image:
-    """A white page with dark 'words' on a few text lines: blank margins and gaps are redundant."""
-    rng = np.random.default_rng(seed)
-    page = np.full((height, width, 3), 255, dtype=np.uint8)
-    for top in range(8, int(height * 0.7), 24):  # text in the top 70%, right margin blank
-        if rng.random() < 0.3:
-            continue  # a blank line
-        x = 8 + int(rng.integers(0, 24))
-        while x < width * 0.55:
-            w = int(rng.integers(6, 30))
-            page[top : top + 9, x : x + w] = rng.integers(0, 90, 3, dtype=np.uint8)
-            x += w + int(rng.integers(4, 12))
-    return Image.fromarray(page)
 
 
 def image_processor():

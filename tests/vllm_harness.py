@@ -1,4 +1,5 @@
-"""Helpers for the vLLM tests: environment, tiny PixelPrune checkpoints, the transformers side.
+"""Harness of the vLLM tests: environment, tiny PixelPrune checkpoints, the transformers side,
+server shutdown. Synthetic images live in ``images.py``.
 
 The transformers reference runs in another venv (vLLM pins transformers < 5.20): set
 ``PIXELPRUNE_HF_PYTHON`` to its interpreter (scripts/test.sh does); tests needing it skip otherwise.
@@ -13,7 +14,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 HERE = Path(__file__).parent
@@ -118,28 +118,6 @@ def hf_generate(checkpoint: Path, family: str, cases: list[dict], max_new_tokens
     if proc.returncode:
         raise RuntimeError(f"transformers reference failed:\n{proc.stderr[-4000:]}")
     return json.loads(result.read_text())
-
-
-def redundant_image(width: int = 160, height: int = 128, seed: int = 0) -> Image.Image:
-    """White page with a few coloured, token-aligned blocks (most tokens prunable at tau = 0)."""
-    rng = np.random.default_rng(seed)
-    img = np.full((height, width, 3), 255, np.uint8)
-    for _ in range(3):
-        y, x = 32 * rng.integers(0, height // 32), 32 * rng.integers(0, width // 32)
-        img[y:y + 32, x:x + 32] = rng.integers(0, 256, size=(32, 32, 3))
-    return Image.fromarray(img)
-
-
-def smooth_image(width: int = 128, height: int = 96) -> Image.Image:
-    """A 2-D gradient: no two tokens identical, neighbours close (a threshold > 0 prunes)."""
-    y, x = np.mgrid[0:height, 0:width]
-    value = (x * 100 // width + y * 100 // height).astype(np.uint8)
-    return Image.fromarray(np.stack([value, value // 2 + 50, 200 - value], axis=-1).astype(np.uint8))
-
-
-def noise_image(width: int = 96, height: int = 64, seed: int = 0) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8))
 
 
 def stop_server(server: subprocess.Popen, timeout: float = 60) -> None:
