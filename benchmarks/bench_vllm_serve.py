@@ -221,7 +221,7 @@ def server_env(work_dir: Path) -> dict[str, str]:
     off (``VLLM_NO_USAGE_STATS=1``, ``DO_NOT_TRACK=1``: a benchmark must not reach the network);
     engine core in its own process (the production layout; ``VLLM_ENABLE_V1_MULTIPROCESSING=0``
     would share the frontend's)."""
-    from vllm_testing import configure_vllm_env
+    from vllm_harness import configure_vllm_env
 
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
     configure_vllm_env(work_dir)
@@ -232,7 +232,7 @@ def server_env(work_dir: Path) -> dict[str, str]:
 def serve(checkpoint: Path, args: argparse.Namespace, log_path: Path):
     """Start the OpenAI-compatible server on ``checkpoint``; yield (base_url, start-up seconds)."""
     import openai
-    from vllm_testing import stop_server
+    from vllm_harness import stop_server
 
     port = free_port()
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(checkpoint),
