@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from export_fixtures import document_png, tiny_export  # noqa: F401 - fixtures
-from tiny_models import ARCHITECTURES, tiny_checkpoint  # noqa: F401 - fixture
+from tiny_models import ARCHITECTURES
 
 from pixelprune.cli import main
 from pixelprune.hub_configs import exporter, remote_code
@@ -42,12 +41,12 @@ def full_tree(folder: Path) -> dict[str, tuple[str, int]]:
 
 
 @pytest.fixture(scope="module")
-def sample_image(document_png) -> Path:  # noqa: F811
+def sample_image(document_png) -> Path:
     return document_png
 
 
 @pytest.fixture(scope="module")
-def base(tiny_checkpoint, tmp_path_factory) -> Path:  # noqa: F811
+def base(tiny_checkpoint, tmp_path_factory) -> Path:
     """A writable copy of the tiny Qwen3-VL checkpoint with a base model card carrying a license."""
     path = tmp_path_factory.mktemp("export_base") / "Qwen3-VL-Tiny"
     shutil.copytree(tiny_checkpoint(FAMILY), path)
@@ -202,7 +201,7 @@ def test_refuses_out_that_would_touch_base(base, where):
     assert full_tree(base) == before
 
 
-def test_copy_weights_preserves_sharded_index(tiny_checkpoint, tmp_path):  # noqa: F811
+def test_copy_weights_preserves_sharded_index(tiny_checkpoint, tmp_path):
     from transformers import Qwen3VLForConditionalGeneration
 
     base = tmp_path / "sharded"
@@ -378,7 +377,7 @@ def test_cli_export_settings_and_usage_errors(base, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("family", ["qwen3_vl_moe", "qwen3_5", "qwen3_5_moe"])
-def test_other_families_use_their_templates(family, tiny_export):  # noqa: F811
+def test_other_families_use_their_templates(family, tiny_export):
     out = tiny_export(family)
     spec = load_families()[family]
     config = json.loads((out / "config.json").read_text())
@@ -397,7 +396,7 @@ def test_exporter_module_has_no_optional_imports_at_top_level():
     assert sys.modules["pixelprune.hub_configs.exporter"] is exporter
 
 
-def test_card_infers_metadata_and_names_no_local_path(tiny_checkpoint, tmp_path, caplog):  # noqa: F811
+def test_card_infers_metadata_and_names_no_local_path(tiny_checkpoint, tmp_path, caplog):
     from huggingface_hub import ModelCard
 
     base = tmp_path / "fine-tuned"

@@ -18,9 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from export_fixtures import document_png  # noqa: F401 - fixture
 from PIL import Image
-from tiny_models import tiny_checkpoint  # noqa: F401 - fixture
 
 from pixelprune.core.settings import PixelPruneSettings
 from pixelprune.hub_configs.exporter import export
@@ -59,7 +57,7 @@ def _inputs(processor, image_path: Path) -> dict:
 
 
 @pytest.mark.parametrize("kind", ["hub", "transformers", "pixelprune"])
-def test_every_processor_layout_exports(kind, tiny_checkpoint, document_png, tmp_path):  # noqa: F811
+def test_every_processor_layout_exports(kind, tiny_checkpoint, document_png, tmp_path):
     hub = tiny_checkpoint(FAMILY)
     base = _layout(kind, hub, tmp_path)
     reference = export(hub, tmp_path / "reference", sample_images=[document_png], settings={"threshold": 0.05})
@@ -86,7 +84,7 @@ def test_every_processor_layout_exports(kind, tiny_checkpoint, document_png, tmp
     assert [(r.grid_thw, r.kept) for r in rows] == [(r.grid_thw, r.kept) for r in ref_rows]
 
 
-def test_saved_settings_are_overridden_only_by_options_given(tiny_checkpoint, tmp_path):  # noqa: F811
+def test_saved_settings_are_overridden_only_by_options_given(tiny_checkpoint, tmp_path):
     base = _layout("pixelprune", tiny_checkpoint(FAMILY), tmp_path)
     result = export(base, tmp_path / "a", sample_images=[], settings={"metric": "mae"})
     assert result.settings == PixelPruneSettings(threshold=0.05, metric="mae")
@@ -94,7 +92,7 @@ def test_saved_settings_are_overridden_only_by_options_given(tiny_checkpoint, tm
     assert result.settings == PixelPruneSettings()  # a complete settings object is used as given
 
 
-def test_a_base_without_any_image_processor_is_refused(tiny_checkpoint, tmp_path):  # noqa: F811
+def test_a_base_without_any_image_processor_is_refused(tiny_checkpoint, tmp_path):
     from pixelprune.hub_configs.exporter import ExportError
 
     base = tmp_path / "base"

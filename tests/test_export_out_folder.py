@@ -10,7 +10,6 @@ import os
 from pathlib import Path
 
 import pytest
-from tiny_models import tiny_checkpoint  # noqa: F401 - fixture
 
 from pixelprune.core.settings import PixelPruneSettings
 from pixelprune.hub_configs import export_writer
@@ -33,7 +32,7 @@ def marker(out: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def base(tiny_checkpoint) -> Path:  # noqa: F811
+def base(tiny_checkpoint) -> Path:
     return tiny_checkpoint(FAMILY)
 
 

@@ -20,8 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from export_fixtures import document_png, tiny_export  # noqa: F401 - fixtures
-from tiny_models import ARCHITECTURES, FAMILIES, tiny_checkpoint  # noqa: F401 - fixture
+from tiny_models import ARCHITECTURES, FAMILIES
 
 from pixelprune.hub_configs.families import load_families
 
@@ -116,12 +115,12 @@ SUBPROCESS_SCRIPT = textwrap.dedent(
 
 
 @pytest.fixture(scope="module")
-def image_path(document_png) -> Path:  # noqa: F811
+def image_path(document_png) -> Path:
     return document_png
 
 
 @pytest.fixture(scope="module")
-def exported(tiny_checkpoint, tiny_export) -> dict[str, dict[str, str]]:  # noqa: F811
+def exported(tiny_checkpoint, tiny_export) -> dict[str, dict[str, str]]:
     families = load_families()
     return {
         family: {

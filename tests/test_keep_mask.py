@@ -100,18 +100,18 @@ def test_one_name():
     assert KEEP_MASK_KEY in inspect.signature(keep_mask_forward(stock)).parameters
 
 
-def test_the_model_validates_the_mask_once_per_forward(monkeypatch, tmp_path):
+def test_the_model_validates_the_mask_once_per_forward(monkeypatch, tiny_checkpoint):
     """forward -> get_image_features -> encode_kept_patches -> get_rope_index share one value."""
     pytest.importorskip("transformers")
     from images import word_page_image
     from model_oracles import build_inputs
-    from tiny_models import build_tiny_checkpoint, build_tiny_tokenizer
+    from tiny_models import build_tiny_tokenizer
 
     from pixelprune import modeling
 
     tokenizer = build_tiny_tokenizer("qwen3_vl")
     model = modeling.PixelPruneQwen3VLForConditionalGeneration.from_pretrained(
-        build_tiny_checkpoint("qwen3_vl", tmp_path / "m")
+        tiny_checkpoint("qwen3_vl")
     ).eval()
     inputs = build_inputs(tokenizer, [["See ", word_page_image(224, 160, seed=0), " and ", word_page_image(160, 128, seed=1)]])
     assert not bool(inputs[KEEP_MASK_KEY].all())

@@ -20,7 +20,6 @@ import torch
 
 from images import document_image, noise_image
 from model_oracles import cache_kwarg, output_cache
-from tiny_models import cached_tiny_checkpoint
 
 transformers = pytest.importorskip("transformers")
 
@@ -88,8 +87,8 @@ class Family:
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
-def fam(request, tmp_path_factory) -> Family:
-    path = cached_tiny_checkpoint(request.param, tmp_path_factory.mktemp("qwen35_ckpt"))
+def fam(request, tiny_checkpoint) -> Family:
+    path = tiny_checkpoint(request.param)
     return Family(request.param, path)
 
 

@@ -12,7 +12,7 @@ import torch
 
 from images import uint8_noise_image, word_page_image
 from model_oracles import ORACLE_ATTENTION, build_inputs, masked_stock_logits, register_oracle_attention, stock_inputs_for
-from tiny_models import build_tiny_checkpoint, build_tiny_tokenizer
+from tiny_models import build_tiny_tokenizer
 
 transformers = pytest.importorskip("transformers")
 
@@ -28,9 +28,8 @@ def tokenizer():
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
-    root = tmp_path_factory.mktemp("qwen3_vl_models")
-    return {family: build_tiny_checkpoint(family, root / family) for family in FAMILIES}
+def checkpoints(tiny_checkpoint):
+    return {family: tiny_checkpoint(family) for family in FAMILIES}
 
 
 def load(checkpoints, family: str, *, stock: bool = False, attn: str = "sdpa"):

@@ -8,7 +8,7 @@ import torch
 
 from images import word_page_image
 from model_oracles import build_inputs, cache_kwarg, output_cache
-from tiny_models import build_tiny_checkpoint, build_tiny_tokenizer
+from tiny_models import build_tiny_tokenizer
 
 pytest.importorskip("transformers")
 
@@ -22,11 +22,11 @@ def tokenizer():
 
 
 @pytest.fixture(scope="module", params=["qwen3_vl", "qwen3_vl_moe"])
-def model(request, tmp_path_factory):
+def model(request, tiny_checkpoint):
     import pixelprune.modeling
 
     family = request.param
-    path = build_tiny_checkpoint(family, tmp_path_factory.mktemp(family))
+    path = tiny_checkpoint(family)
     cls = {
         "qwen3_vl": pixelprune.modeling.PixelPruneQwen3VLForConditionalGeneration,
         "qwen3_vl_moe": pixelprune.modeling.PixelPruneQwen3VLMoeForConditionalGeneration,

@@ -22,7 +22,6 @@ from pixelprune.processing.processing_pixelprune import (
     PixelPruneQwen3_5Processor,
     PixelPruneQwen3VLProcessor,
 )
-from tiny_models import tiny_checkpoint  # noqa: F401
 
 HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None
 PROCESSOR_CLASSES = {"qwen3_vl": PixelPruneQwen3VLProcessor, "qwen3_5": PixelPruneQwen3_5Processor}

@@ -13,7 +13,7 @@ from transformers import AutoModelForImageTextToText
 
 from images import document_image, noise_image
 from pixelprune.processing.processing_pixelprune import KEEP_MASK_KEY, PixelPruneQwen3_5Processor, PixelPruneQwen3VLProcessor
-from tiny_models import FAMILIES, tiny_checkpoint  # noqa: F401
+from tiny_models import FAMILIES
 
 MODEL_CLASSES = {
     "qwen3_vl": "PixelPruneQwen3VLForConditionalGeneration",

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from images import noise_image
-from tiny_models import ARCHITECTURES, FAMILIES, build_tiny_checkpoint, tiny_checkpoint  # noqa: F401
+from tiny_models import ARCHITECTURES, FAMILIES, build_tiny_checkpoint
 
 HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None
 

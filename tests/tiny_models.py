@@ -13,10 +13,10 @@ needs torchvision for the video processor, as with real checkpoints) and with vL
 
 Usage::
 
-    from tiny_models import FAMILIES, build_tiny_checkpoint, tiny_checkpoint
+    from tiny_models import FAMILIES, build_tiny_checkpoint
     path = build_tiny_checkpoint("qwen3_vl", tmp_path / "ckpt")
-    # or, from a test: `def test_x(tiny_checkpoint): path = tiny_checkpoint("qwen3_5")`
-    # (session-cached; the fixture lives in tests/conftest.py)
+    # or, from a test, the session-cached read-only copy (fixture in tests/conftest.py):
+    # `def test_x(tiny_checkpoint): path = tiny_checkpoint("qwen3_5")`
 """
 
 from __future__ import annotations
@@ -340,20 +340,6 @@ def build_tiny_checkpoint(family: str, path: str | Path, *, seed: int = 0, initi
     return path
 
 
-_CACHE: dict[tuple[str, int], Path] = {}
-
-
-def cached_tiny_checkpoint(family: str, root: str | Path, *, seed: int = 0) -> Path:
-    """Build ``family`` once per process under ``root`` (``root/<family>-seed<seed>``) and reuse it.
-
-    Tests must treat the folder as read-only (copy it to modify it).
-    """
-    key = (family, seed)
-    if key not in _CACHE:
-        _CACHE[key] = build_tiny_checkpoint(family, Path(root) / f"{family}-seed{seed}", seed=seed)
-    return _CACHE[key]
-
-
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
@@ -361,22 +347,3 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 def _check_family(family: str) -> None:
     if family not in FAMILIES:
         raise ValueError(f"Unknown tiny model family {family!r}; allowed: {', '.join(FAMILIES)}.")
-
-
-try:  # the fixture is only defined when pytest is importable (always, under the test suite)
-    import pytest
-
-    @pytest.fixture(scope="session")
-    def tiny_checkpoint(tmp_path_factory):
-        """Factory fixture: ``tiny_checkpoint(family, seed=0) -> Path`` of a cached, read-only
-        tiny checkpoint. Import it into a test module (``from tiny_models import tiny_checkpoint``)
-        or a conftest; the folders are built once per test process."""
-        root = tmp_path_factory.getbasetemp() / "tiny_checkpoints"
-
-        def get(family: str, seed: int = 0) -> Path:
-            return cached_tiny_checkpoint(family, root, seed=seed)
-
-        return get
-
-except ImportError:  # pragma: no cover
-    pass
