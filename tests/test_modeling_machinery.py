@@ -21,8 +21,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from test_modeling_qwen3_vl_helpers import build_inputs, document_image
-from tiny_models import ARCHITECTURES, FAMILIES, build_tiny_config, build_tiny_tokenizer, cached_tiny_checkpoint
+from images import word_page_image
+from model_oracles import build_inputs
+from tiny_models import ARCHITECTURES, FAMILIES, build_tiny_config, build_tiny_tokenizer
 
 transformers = pytest.importorskip("transformers")
 
@@ -63,9 +64,8 @@ def classes(family: str) -> tuple[type, type]:
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    root = tmp_path_factory.mktemp("machinery")
-    return lambda family: cached_tiny_checkpoint(family, root)
+def checkpoint(tiny_checkpoint):
+    return tiny_checkpoint
 
 
 _TOKENIZERS: dict = {}
@@ -75,7 +75,7 @@ def prompt_inputs(family: str, *, prune: bool) -> dict:
     """One image prompt; with ``prune`` the document image loses most tokens (``image_keep_mask``)."""
     if family not in _TOKENIZERS:
         _TOKENIZERS[family] = build_tiny_tokenizer(family)
-    inputs = build_inputs(_TOKENIZERS[family], [["Read ", document_image(128, 96, 0), " now."]], prune=prune)
+    inputs = build_inputs(_TOKENIZERS[family], [["Read ", word_page_image(128, 96, seed=0), " now."]], prune=prune)
     if prune:
         assert not bool(inputs["image_keep_mask"].all()), "the document image must lose tokens"
     return inputs

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fake_hub import FakeHub
-from vllm_testing import configure_vllm_env
+from vllm_harness import configure_vllm_env
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))

@@ -44,7 +44,6 @@ from pathlib import Path
 
 import pytest
 
-from tiny_models import tiny_checkpoint  # noqa: F401  (fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -150,7 +149,7 @@ def substitute(code: str, replacements: dict[str, str]) -> str:
 class LocalRepos:
     """Tiny stock checkpoints and tiny exports, built on first use."""
 
-    def __init__(self, tiny_checkpoint, root: Path):  # noqa: F811
+    def __init__(self, tiny_checkpoint, root: Path):
         self._stock = tiny_checkpoint
         self._root = root
         self._exports: dict[str, Path] = {}
@@ -176,7 +175,7 @@ class LocalRepos:
 
 
 @pytest.fixture(scope="module")
-def local_repos(tiny_checkpoint, tmp_path_factory) -> LocalRepos:  # noqa: F811
+def local_repos(tiny_checkpoint, tmp_path_factory) -> LocalRepos:
     return LocalRepos(tiny_checkpoint, tmp_path_factory.mktemp("snippet_repos"))
 
 

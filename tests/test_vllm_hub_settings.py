@@ -18,7 +18,7 @@ import pytest
 pytest.importorskip("vllm")
 
 from fake_hub import FakeHub  # noqa: E402
-from vllm_testing import build_checkpoint, configure_vllm_env, hf_python, pixelprune_copy  # noqa: E402
+from vllm_harness import build_checkpoint, configure_vllm_env, hf_python, pixelprune_copy  # noqa: E402
 
 pytestmark = pytest.mark.slow
 FAMILY = "qwen3_vl"
