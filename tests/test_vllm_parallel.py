@@ -1,6 +1,8 @@
 """Tensor parallelism: a PixelPrune engine with ``tensor_parallel_size=2`` (two CPU workers, the
 ViT and the LLM sharded by vLLM's own parallel layers) gives the transformers classes' kept
 counts, prompt lengths and greedy tokens (test_vllm_engine.py checks the same for one worker).
+With ``mm_encoder_tp_mode="data"`` (the ViT replicated, images split between the two ranks by
+kept patches, features all-gathered) it also gives the one-worker engine's tokens and log-probs.
 
 vLLM's CPU backend binds each worker's threads to its own cores: with one NUMA node it needs
 ``VLLM_CPU_OMP_THREADS_BIND`` ("0|1": core 0 for rank 0, core 1 for rank 1), or start-up fails
@@ -40,37 +42,79 @@ pytestmark = [
 ]
 FAMILY = "qwen3_vl"
 MAX_NEW = 6
+MAX_IMAGES = 3
+ONE = CHAT.format(images=IMAGE, text="Describe this image.")
+TWO = CHAT.format(images=IMAGE * 2, text="Compare the pictures.")
+THREE = CHAT.format(images=IMAGE * 3, text="Compare the pictures.")
 
 
-def test_tensor_parallel_2_matches_transformers(tmp_path_factory, monkeypatch):
+def _cases():
+    """(prompt, images, per-request settings): images of different kept counts, one request with
+    three of them (so one rank encodes two), and single-image requests batched with it."""
+    return [
+        (ONE, [sparse_blocks_image(seed=0)], {}),
+        (TWO, [sparse_blocks_image(seed=0), sparse_blocks_image(192, 96, seed=1)], {}),
+        (THREE, [sparse_blocks_image(224, 160, seed=2), color_gradient_image(), sparse_blocks_image(96, 64, seed=3)],
+         {"pixelprune_threshold": 0.1}),
+        (ONE, [color_gradient_image()], {"pixelprune_threshold": 0.1}),
+    ]
+
+
+def _requests():
+    return [{"prompt": p, "multi_modal_data": {"image": imgs}, **({"mm_processor_kwargs": s} if s else {})}
+            for p, imgs, s in _cases()]
+
+
+def _generate(checkpoint, **engine_kwargs):
+    """Greedy outputs of one engine on all cases (one batch), then the engine is shut down."""
     from vllm import LLM, SamplingParams
 
-    work = tmp_path_factory.mktemp("vllm_tp")
-    configure_vllm_env(work)
-    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", f"{CPUS[0]}|{CPUS[1]}")
-    checkpoint = pixelprune_copy(build_checkpoint(FAMILY, work / "stock"), work / "pixelprune", FAMILY)
-    one, two = CHAT.format(images=IMAGE, text="Describe this image."), CHAT.format(images=IMAGE + IMAGE,
-                                                                                 text="Compare the pictures.")
-    cases = [  # (prompt, images, per-request settings)
-        (one, [sparse_blocks_image(seed=0)], {}),
-        (two, [sparse_blocks_image(seed=0), sparse_blocks_image(192, 96, seed=1)], {}),
-        (one, [color_gradient_image()], {"pixelprune_threshold": 0.1}),
-    ]
-    paths = save_images(work, [images for _, images, _ in cases])
-    hf = hf_generate(checkpoint, FAMILY, [{"prompt": p, "images": ps, "settings": s}
-                                          for (p, _, s), ps in zip(cases, paths)], MAX_NEW, work)
-
     llm = LLM(model=str(checkpoint), dtype="float32", max_model_len=2048, enforce_eager=True, seed=0,
-              limit_mm_per_prompt={"image": 2, "video": 0}, max_num_seqs=4,
-              tensor_parallel_size=2, distributed_executor_backend="mp")
+              limit_mm_per_prompt={"image": MAX_IMAGES, "video": 0}, max_num_seqs=4, **engine_kwargs)
     try:
-        requests = [{"prompt": p, "multi_modal_data": {"image": imgs}, **({"mm_processor_kwargs": s} if s else {})}
-                    for p, imgs, s in cases]
-        outs = llm.generate(requests, SamplingParams(temperature=0, max_tokens=MAX_NEW))
+        return llm.generate(_requests(), SamplingParams(temperature=0, max_tokens=MAX_NEW, logprobs=1))
     finally:
         del llm
         gc.collect()
-    for ref, out in zip(hf, outs):
-        assert sum(ref["kept"]) < sum(ref["total"])  # every case was pruned
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """The checkpoint and the transformers reference for every case."""
+    work = tmp_path_factory.mktemp("vllm_tp")
+    configure_vllm_env(work)
+    checkpoint = pixelprune_copy(build_checkpoint(FAMILY, work / "stock"), work / "pixelprune", FAMILY)
+    cases = _cases()
+    paths = save_images(work, [images for _, images, _ in cases])
+    hf = hf_generate(checkpoint, FAMILY, [{"prompt": p, "images": ps, "settings": s}
+                                          for (p, _, s), ps in zip(cases, paths)], MAX_NEW, work)
+    for ref in hf:
+        assert sum(ref["kept"]) < sum(ref["total"])  # every case is pruned
+    assert len(set(hf[2]["kept"])) == 3  # the three images of one request keep different counts
+    return checkpoint, hf
+
+
+def _assert_matches_transformers(outs, hf):
+    for ref, out in zip(hf, outs, strict=True):
         assert len(out.prompt_token_ids) == ref["prompt_len"]
         assert list(out.outputs[0].token_ids) == ref["tokens"]
+
+
+def test_tensor_parallel_2_matches_transformers(setup, monkeypatch):
+    checkpoint, hf = setup
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", f"{CPUS[0]}|{CPUS[1]}")
+    _assert_matches_transformers(_generate(checkpoint, tensor_parallel_size=2, distributed_executor_backend="mp"), hf)
+
+
+def test_encoder_data_parallel_matches_one_worker_and_transformers(setup, monkeypatch):
+    checkpoint, hf = setup
+    one_worker = _generate(checkpoint)
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", f"{CPUS[0]}|{CPUS[1]}")
+    data = _generate(checkpoint, tensor_parallel_size=2, distributed_executor_backend="mp",
+                     mm_encoder_tp_mode="data")
+    _assert_matches_transformers(data, hf)
+    _assert_matches_transformers(one_worker, hf)
+    for a, b in zip(data, one_worker, strict=True):
+        assert a.prompt_token_ids == b.prompt_token_ids
+        for step_a, step_b, token in zip(a.outputs[0].logprobs, b.outputs[0].logprobs, a.outputs[0].token_ids):
+            assert step_a[token].logprob == pytest.approx(step_b[token].logprob, abs=1e-4)

