@@ -22,7 +22,7 @@ import pytest
 
 pytest.importorskip("vllm")
 
-from images import color_gradient_image, sparse_blocks_image  # noqa: E402
+from images import color_gradient_image, sparse_blocks_image, uint8_noise_image  # noqa: E402
 from vllm_harness import (  # noqa: E402
     CHAT,
     IMAGE,
@@ -54,7 +54,7 @@ def _cases():
     return [
         (ONE, [sparse_blocks_image(seed=0)], {}),
         (TWO, [sparse_blocks_image(seed=0), sparse_blocks_image(192, 96, seed=1)], {}),
-        (THREE, [sparse_blocks_image(224, 160, seed=2), color_gradient_image(), sparse_blocks_image(96, 64, seed=3)],
+        (THREE, [sparse_blocks_image(224, 160, seed=2), color_gradient_image(192, 128), uint8_noise_image(160, 128)],  # kept 6, 12, 20
          {"pixelprune_threshold": 0.1}),
         (ONE, [color_gradient_image()], {"pixelprune_threshold": 0.1}),
     ]

@@ -4,6 +4,7 @@ saved settings. Run in the vLLM environment (``scripts/setup_vllm_env.sh``)."""
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -24,6 +25,48 @@ def test_supported_versions_pass(version):
 def test_unsupported_versions_fail_with_a_clear_message(version):
     with pytest.raises(RuntimeError, match=rf"supports vLLM >=0\.32,<0\.34 but vLLM {version} is installed"):
         check_vllm_version(version)
+
+
+@pytest.fixture
+def fake_release(monkeypatch):
+    """vLLM reports an unsupported release; the registry and the one-warning flag are restored after."""
+    import vllm
+    from vllm import ModelRegistry
+
+    from pixelprune.vllm_model import plugin
+
+    monkeypatch.setattr(vllm, "__version__", "0.35.0")
+    monkeypatch.setattr(plugin, "_warned", False)
+    monkeypatch.setattr(ModelRegistry, "models", {k: v for k, v in ModelRegistry.models.items() if k not in ARCHITECTURES})
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("vllm.pixelprune.plugin").addHandler(handler)
+    yield records
+    logging.getLogger("vllm.pixelprune.plugin").removeHandler(handler)
+
+
+def test_unsupported_release_warns_once_and_leaves_stock_models_alone(fake_release):
+    from vllm import ModelRegistry
+
+    stock = dict(ModelRegistry.models)
+    register()
+    register()  # vLLM calls the entry point in every process; one warning per process
+    warnings = [r for r in fake_release if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "supports vLLM >=0.32,<0.34 but vLLM 0.35.0 is installed" in warnings[0].getMessage()
+    assert {k: v for k, v in ModelRegistry.models.items() if k not in ARCHITECTURES} == stock
+    assert ModelRegistry.models["Qwen3VLForConditionalGeneration"] is stock["Qwen3VLForConditionalGeneration"]
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_unsupported_release_pixelprune_architecture_fails_naming_the_range(fake_release, arch):
+    from vllm import ModelRegistry
+
+    register()
+    # What vLLM calls (in its inspection subprocess, then in the workers) to get the class.
+    with pytest.raises(RuntimeError, match=r"supports vLLM >=0\.32,<0\.34 but vLLM 0\.35\.0 is installed"):
+        ModelRegistry.models[arch].load_model_cls()
 
 
 def test_register_makes_all_four_architectures_resolvable():
