@@ -74,8 +74,22 @@ def qwen3_5_layer_types(layers: int) -> list[str]:
     return types
 
 
-def build_model(family: str, vit_depth: int, llm_layers: int, attn: str):
-    """(model, config): the family's PixelPrune ``ForConditionalGeneration`` class in eval mode."""
+# Small widths with the real vocabularies (the prompts use the real placeholder ids) for the GPU
+# suite's CPU mode: the same code paths in seconds.
+TINY_TEXT = dict(hidden_size=64, intermediate_size=128, num_attention_heads=2, num_key_value_heads=1, head_dim=64)
+TINY_ROPE = {  # M-RoPE sections sum to half the rotary dimension (Qwen3.5 rotates a quarter of head_dim)
+    "qwen3_vl": dict(QWEN3_VL_2B_TEXT["rope_parameters"], mrope_section=[12, 10, 10]),
+    "qwen3_5": dict(QWEN3_5_2B_TEXT["rope_parameters"], mrope_section=[3, 3, 2]),
+}
+TINY_LINEAR = dict(linear_key_head_dim=32, linear_value_head_dim=32, linear_num_key_heads=2, linear_num_value_heads=2)
+TINY_VISION = dict(hidden_size=64, intermediate_size=128, num_heads=2, out_hidden_size=64)
+
+
+def build_model(family: str, vit_depth: int, llm_layers: int, attn: str, *, device="cpu", dtype=torch.float32,
+                tiny: bool = False):
+    """(model, config): the family's PixelPrune ``ForConditionalGeneration`` class in eval mode,
+    random weights (seeded) initialised directly on ``device`` in ``dtype``; ``tiny`` shrinks the
+    widths (:data:`TINY_TEXT`, :data:`TINY_VISION`) but keeps the real vocabularies."""
     import transformers
 
     check_family(family)
@@ -85,20 +99,28 @@ def build_model(family: str, vit_depth: int, llm_layers: int, attn: str):
         from pixelprune.modeling import PixelPruneQwen3VLForConditionalGeneration as cls
 
         config = transformers.Qwen3VLConfig(
-            text_config=dict(QWEN3_VL_2B_TEXT, num_hidden_layers=llm_layers),
-            vision_config=dict(QWEN3_VL_2B_VISION, depth=vit_depth,
+            text_config=dict(QWEN3_VL_2B_TEXT, num_hidden_layers=llm_layers,
+                             **(dict(TINY_TEXT, rope_parameters=TINY_ROPE[family]) if tiny else {})),
+            vision_config=dict(QWEN3_VL_2B_VISION, depth=vit_depth, **(TINY_VISION if tiny else {}),
                                deepstack_visual_indexes=list(range(min(3, vit_depth)))),
             **ids)
     else:
         from pixelprune.modeling import PixelPruneQwen3_5ForConditionalGeneration as cls
 
         config = transformers.Qwen3_5Config(
-            text_config=dict(QWEN3_5_2B_TEXT, num_hidden_layers=llm_layers,
-                             layer_types=qwen3_5_layer_types(llm_layers)),
-            vision_config=dict(QWEN3_5_2B_VISION, depth=vit_depth), **ids)
+            text_config=dict(QWEN3_5_2B_TEXT, num_hidden_layers=llm_layers, layer_types=qwen3_5_layer_types(llm_layers),
+                             **(dict(TINY_TEXT, **TINY_LINEAR, rope_parameters=TINY_ROPE[family]) if tiny else {})),
+            vision_config=dict(QWEN3_5_2B_VISION, depth=vit_depth, **(TINY_VISION if tiny else {})), **ids)
     config._attn_implementation = attn
     torch.manual_seed(0)
-    return cls(config).eval(), config
+    default_dtype = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # build in the target dtype: a 2B model never exists in float32
+    try:
+        with torch.device(device):
+            model = cls(config)
+    finally:
+        torch.set_default_dtype(default_dtype)
+    return model.eval(), config
 
 
 def llm_flops(config, seq_len: int) -> float:

@@ -27,7 +27,6 @@ prune) the PixelPrune path at most 2% slower than stock.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -36,12 +35,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_models import (  # noqa: E402, F401 (the widths: bench_vllm_serve.py imports them from here)
-    DEFAULT_LLM_LAYERS, FAMILIES, FULL_DEPTH, LABEL, QWEN3_VL_2B_TEXT, QWEN3_VL_2B_VISION, build_model, llm_flops,
+    FULL_DEPTH, LABEL, QWEN3_VL_2B_TEXT, QWEN3_VL_2B_VISION, build_model, llm_flops,
     make_inputs,
 )
 from common import (  # noqa: E402
-    finish, interleaved, load_images, machine_info, median, open_rgb, paired_ratios, pick_per_type, spread,
-    stock_image_processor, time_call,
+    benchmark_parser, finish, interleaved, load_images, machine_info, median, open_rgb, paired_ratios, parse_args, pick_per_type,
+    spread, stock_image_processor, time_call,
 )
 
 import pixelprune  # noqa: E402
@@ -55,21 +54,24 @@ def bench_image(rec: dict, family: str, model, config, proc, repeats: int, max_p
     proc_wall, proc_cpu, feats = time_call(lambda: proc(images=image, return_tensors="pt", size={
         "shortest_edge": 65536, "longest_edge": max_pixels}), 1)
     pv, grid = feats["pixel_values"], feats["image_grid_thw"]
+    # the selector runs where the processor runs (CPU, float32 pixels); the model gets them on its device
     sel_wall, sel_cpu, keep = time_call(lambda: pixelprune.select_keep_mask(pv, grid), repeats)
+    pv = pv.to(model.device, model.dtype)
     tokens, kept = keep.numel(), int(keep.sum())
     inner = model.model
     row = dict(image=Path(rec["path"]).name, type=rec["type"], resolution=rec["resolution"],
                grid=f"{int(grid[0, 1]) // 2}x{int(grid[0, 2]) // 2}", tokens=tokens, kept=kept,
-               retention=kept / tokens, processor_ms=(proc_wall if clock == "wall" else proc_cpu) * 1e3,
-               selector_ms=(sel_wall if clock == "wall" else sel_cpu) * 1e3)
+               retention=kept / tokens, processor_ms=(proc_cpu if clock == "cpu" else proc_wall) * 1e3,
+               selector_ms=(sel_cpu if clock == "cpu" else sel_wall) * 1e3)
     masks = {"stock": None, "pixelprune": keep}
     extra = {n: {} if m is None else {"image_keep_mask": m} for n, m in masks.items()}
     vit = interleaved({n: (lambda n=n: inner.get_image_features(pv, grid, return_dict=True, **extra[n]))
-                       for n in masks}, repeats)
-    inputs = {n: make_inputs(family, grid, tokens if m is None else kept) for n, m in masks.items()}
+                       for n in masks}, repeats, device=model.device)
+    inputs = {n: {k: v.to(model.device) for k, v in make_inputs(family, grid, tokens if m is None else kept).items()}
+              for n, m in masks.items()}
     llm = interleaved({n: (lambda n=n: model(**inputs[n], mm_encoder_outputs={"image": vit[n]["out"]},
                                              logits_to_keep=1, use_cache=True, **extra[n])) for n in masks},
-                      repeats)
+                      repeats, device=model.device)
     for n in masks:
         vit_t, llm_t = vit[n][clock], llm[n][clock]
         row[f"{n}_vit_ms"], row[f"{n}_llm_ms"] = median(vit_t) * 1e3, median(llm_t) * 1e3
@@ -147,30 +149,14 @@ COLUMNS = [
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--family", choices=FAMILIES, default="qwen3_vl")
-    ap.add_argument("--quick", action="store_true", help="1 image per type, 1 ViT block, fewest LLM layers, 2 rounds")
-    ap.add_argument("--per-type", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds per stage (after one warm-up call each)")
-    ap.add_argument("--vit-depth", type=int, default=2)
-    ap.add_argument("--llm-layers", type=int, default=None, help="default: 2 (qwen3_vl), 4 (qwen3_5)")
-    ap.add_argument("--max-pixels", type=int, default=1024 * 1024,
-                    help="image processor pixel budget (CPU: keeps a ViT forward in seconds)")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
-                    help="wall clock, or CPU time of the process (robust on a shared machine with --threads 1)")
-    ap.add_argument("--attn", default="sdpa", help="attention implementation (sdpa, eager, flash_attention_2)")
-    ap.add_argument("--out", default=None, help="result name (default bench_prefill[_qwen3_5])")
-    args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.llm_layers is None:
-        args.llm_layers = DEFAULT_LLM_LAYERS[args.family]
+    ap = benchmark_parser(__doc__, model=True, quick_help="1 image per type, 1 ViT block, fewest LLM layers, 2 rounds")
+    args = parse_args(ap, argv)
     if args.quick:
         args.per_type, args.repeats, args.vit_depth = 1, 2, 1
         args.llm_layers = 2 if args.family == "qwen3_5" else 1
     picked = pick_per_type(load_images(args.quick), args.per_type)
-    model, config = build_model(args.family, args.vit_depth, args.llm_layers, args.attn)
+    model, config = build_model(args.family, args.vit_depth, args.llm_layers, args.attn,
+                                device=args.device, dtype=args.torch_dtype)
     proc = stock_image_processor()
     info = machine_info()
     full_vit, full_llm = FULL_DEPTH[args.family]
@@ -178,11 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     model_label = (f"{LABEL[args.family]} widths, random weights, ViT depth {args.vit_depth}/{full_vit}, "
                    f"LLM layers {args.llm_layers}/{full_llm}" + (f" {layers}" if layers else ""))
     print(f"# prefill benchmark: {info['cpu']}, torch {info['torch']} ({info['torch_threads']} threads), "
-          f"{model_label}, float32, {args.attn}, max_pixels {args.max_pixels}, {args.clock} clock, "
+          f"{model_label}, {args.dtype} on {args.device}, {args.attn}, max_pixels {args.max_pixels}, {args.clock} clock, "
           f"{args.repeats} interleaved rounds, load average {info['loadavg_start'][0]:.2f}", flush=True)
     # warm-up (lazy initialisation, allocator, oneDNN kernels) on the smallest image, not recorded
     bench_image(min(picked, key=lambda r: r["width"] * r["height"]), args.family, model, config, proc, 1,
-                args.max_pixels)
+                args.max_pixels)  # (the clock does not matter for the warm-up)
     rows = []
     for i, rec in enumerate(picked):
         rows.append(bench_image(rec, args.family, model, config, proc, args.repeats, args.max_pixels, args.clock))
@@ -195,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     name = args.out or ("bench_prefill" if args.family == "qwen3_vl" else f"bench_prefill_{args.family}")
     finish(name, summarise(rows), COLUMNS, dict(
         machine=info, family=args.family, model=model_label, vit_depth=args.vit_depth,
-        llm_layers=args.llm_layers, dtype="float32", clock=args.clock, attn=args.attn, max_pixels=args.max_pixels,
+        llm_layers=args.llm_layers, dtype=args.dtype, device=str(args.device), clock=args.clock, attn=args.attn, max_pixels=args.max_pixels,
         repeats=args.repeats, timing="interleaved rounds (AB, BA, ...) after one warm-up call each; medians",
         images=rows), args.quick)
     return 0

@@ -14,13 +14,15 @@ Writes ``benchmarks/results/bench_retention.json`` and two plots:
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS_DIR, load_images, machine_info, open_rgb, print_table, stock_image_processor, write_json  # noqa: E402
+from common import (  # noqa: E402
+    RESULTS_DIR, benchmark_parser, load_images, machine_info, open_rgb, parse_args, print_table, stock_image_processor,
+    write_json,
+)
 
 import torch  # noqa: E402
 
@@ -32,9 +34,9 @@ METHODS = ["pred_2d", "raster", "serpentine"]
 TYPES = ["documents", "screenshots", "photos"]
 
 
-def measure(rec: dict, proc, thresholds: list[float]) -> dict:
+def measure(rec: dict, proc, thresholds: list[float], device="cpu", dtype=torch.float32) -> dict:
     feats = proc(images=open_rgb(rec["path"]), return_tensors="pt")
-    pv, grid = feats["pixel_values"], feats["image_grid_thw"]
+    pv, grid = feats["pixel_values"].to(device, dtype), feats["image_grid_thw"]
     tokens = int(grid[0, 1] * grid[0, 2]) // 4
     kept = {m: {str(t): int(pixelprune.select_tokens(pv, grid, threshold=t, method=m)[0].numel())
                 for t in thresholds} for m in METHODS}
@@ -122,17 +124,17 @@ def plot(rows: list[dict], thresholds: list[float], suffix: str) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="2 images per type, 3 thresholds")
+    ap = benchmark_parser(__doc__, repeats=None, quick_help="2 images per type, 3 thresholds")
     ap.add_argument("--replot", action="store_true", help="redraw the plots from the saved JSON only")
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv)  # --device/--dtype: where and in which dtype the selector gets the pixels
     if args.replot:
         import json
 
         saved = json.loads((RESULTS_DIR / f"bench_retention{'_quick' if args.quick else ''}.json").read_text())
         print("\n".join(str(p) for p in plot(saved["images"], saved["thresholds"], "_quick" if args.quick else "")))
         return 0
-    torch.set_num_threads(1)  # counts, not timings: one thread wastes nothing on a shared machine
+    if not args.threads:
+        torch.set_num_threads(1)  # counts, not timings: one thread wastes nothing on a shared machine
     thresholds = QUICK_THRESHOLDS if args.quick else THRESHOLDS
     records = load_images(args.quick)
     if args.quick:
@@ -140,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     proc = stock_image_processor()
     rows = []
     for i, rec in enumerate(records):
-        rows.append(measure(rec, proc, thresholds))
+        rows.append(measure(rec, proc, thresholds, args.device, args.torch_dtype))
         r = rows[-1]
         print(f"[{i + 1}/{len(records)}] {r['image']} {r['grid']}: kept {r['kept']['pred_2d']['0.0']}/{r['tokens']}",
               flush=True)
@@ -152,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     table = print_table(summary, cols)
     plots = plot(rows, thresholds, "_quick" if args.quick else "")
-    path = write_json("bench_retention", dict(machine=machine_info(), thresholds=thresholds, metric="max",
+    path = write_json(args.out or "bench_retention", dict(machine=machine_info(), device=str(args.device),
+                                                          dtype=args.dtype, thresholds=thresholds, metric="max",
                                               summary=summary, images=rows, table_markdown=table,
                                               plots=[p.name for p in plots]), args.quick)
     print(f"\nwrote {path} and {', '.join(p.name for p in plots)}")

@@ -17,7 +17,6 @@ next to a speed-up that of the round-by-round paired ratios.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -26,11 +25,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_models import (  # noqa: E402
-    DEFAULT_LLM_LAYERS, FAMILIES, FULL_DEPTH, LABEL, PROMPT_TOKENS, build_model, head_flops, llm_flops, make_inputs,
+    FULL_DEPTH, LABEL, PROMPT_TOKENS, build_model, head_flops, llm_flops, make_inputs,
 )
 from common import (  # noqa: E402
-    finish, interleaved, load_images, machine_info, median, open_rgb, paired_ratios, pick_per_type, spread,
-    stock_image_processor,
+    benchmark_parser, finish, interleaved, load_images, machine_info, median, open_rgb, paired_ratios, parse_args,
+    pick_per_type, spread, stock_image_processor,
 )
 
 import pixelprune  # noqa: E402
@@ -51,13 +50,14 @@ def bench_image(rec: dict, family: str, model, config, proc, repeats: int, max_p
     feats = proc(images=open_rgb(rec["path"]), return_tensors="pt",
                  size={"shortest_edge": 65536, "longest_edge": max_pixels})
     pv, grid = feats["pixel_values"], feats["image_grid_thw"]
-    keep = pixelprune.select_keep_mask(pv, grid)
+    keep = pixelprune.select_keep_mask(pv, grid)  # on the processor's CPU float32 pixels
+    pv = pv.to(model.device, model.dtype)
     tokens, kept = keep.numel(), int(keep.sum())
     row = dict(image=Path(rec["path"]).name, type=rec["type"], grid=f"{int(grid[0, 1]) // 2}x{int(grid[0, 2]) // 2}",
                tokens=tokens, kept=kept, retention=kept / tokens)
     batches = {}
     for name, mask in (("stock", None), ("pixelprune", keep)):
-        batch = make_inputs(family, grid, tokens if mask is None else kept)
+        batch = {k: v.to(model.device) for k, v in make_inputs(family, grid, tokens if mask is None else kept).items()}
         # supervise only the text after the image: the same tokens in both runs
         labels = batch["input_ids"].clone()
         labels[:, :-PROMPT_TOKENS] = -100
@@ -66,7 +66,7 @@ def bench_image(rec: dict, family: str, model, config, proc, repeats: int, max_p
             batch["image_keep_mask"] = mask
         batches[name] = batch
         row[f"{name}_seq"] = batch["input_ids"].shape[1]
-    res = interleaved({n: step_fn(model, b) for n, b in batches.items()}, repeats)
+    res = interleaved({n: step_fn(model, b) for n, b in batches.items()}, repeats, device=model.device)
     for n in batches:
         row[f"{n}_step_ms"] = median(res[n][clock]) * 1e3
         row[f"{n}_step_min_ms"] = min(res[n][clock]) * 1e3
@@ -89,28 +89,15 @@ def bench_image(rec: dict, family: str, model, config, proc, repeats: int, max_p
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--family", choices=FAMILIES, default="qwen3_vl")
-    ap.add_argument("--quick", action="store_true", help="1 image per type, 1 ViT block, fewest LLM layers, 512^2 pixels")
-    ap.add_argument("--per-type", type=int, default=1)
-    ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds (after one warm-up step each)")
-    ap.add_argument("--vit-depth", type=int, default=2)
-    ap.add_argument("--llm-layers", type=int, default=None, help="default: 2 (qwen3_vl), 4 (qwen3_5)")
-    ap.add_argument("--max-pixels", type=int, default=768 * 768)
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall")
-    ap.add_argument("--attn", default="sdpa")
-    ap.add_argument("--out", default=None, help="result name (default bench_train_step[_qwen3_5])")
-    args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.llm_layers is None:
-        args.llm_layers = DEFAULT_LLM_LAYERS[args.family]
+    ap = benchmark_parser(__doc__, model=True, per_type=1, max_pixels=768 * 768,
+                          quick_help="1 image per type, 1 ViT block, fewest LLM layers, 512^2 pixels")
+    args = parse_args(ap, argv)
     if args.quick:
         args.per_type, args.vit_depth, args.max_pixels, args.repeats = 1, 1, 512 * 512, 2
         args.llm_layers = 2 if args.family == "qwen3_5" else 1
     picked = pick_per_type(load_images(args.quick), args.per_type)
-    model, config = build_model(args.family, args.vit_depth, args.llm_layers, args.attn)
+    model, config = build_model(args.family, args.vit_depth, args.llm_layers, args.attn,
+                                device=args.device, dtype=args.torch_dtype)
     model.train()
     proc = stock_image_processor()
     info = machine_info()
@@ -118,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     model_label = (f"{LABEL[args.family]} widths, random weights, ViT depth {args.vit_depth}/{full_vit}, "
                    f"LLM layers {args.llm_layers}/{full_llm}")
     print(f"# train-step benchmark: {info['cpu']}, torch {info['torch']} ({info['torch_threads']} threads), "
-          f"{model_label}, float32, max_pixels {args.max_pixels}, {args.clock} clock, {args.repeats} interleaved "
+          f"{model_label}, {args.dtype} on {args.device}, max_pixels {args.max_pixels}, {args.clock} clock, {args.repeats} interleaved "
           f"rounds, load average {info['loadavg_start'][0]:.2f}", flush=True)
     rows = []
     for i, rec in enumerate(picked):
@@ -143,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         ("speedup", "speed-up x", ".2f"), ("speedup_range", "paired rounds x", ""), ("noise", "noise", ".1%"),
         ("ideal_speedup", "FLOP-ideal x", ".2f"), ("of_ideal", "of ideal", ".0%")],
         dict(machine=info, family=args.family, model=model_label, vit_depth=args.vit_depth,
-             llm_layers=args.llm_layers, dtype="float32", clock=args.clock, max_pixels=args.max_pixels,
+             llm_layers=args.llm_layers, dtype=args.dtype, device=str(args.device), clock=args.clock, max_pixels=args.max_pixels,
              repeats=args.repeats, timing="interleaved rounds (AB, BA, ...) after one warm-up step each; medians",
              images=rows), args.quick)
     return 0

