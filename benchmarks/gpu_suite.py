@@ -65,10 +65,13 @@ REPO_ROOT = BENCH_DIR.parent
 TESTS_DIR = REPO_ROOT / "tests"
 CARRY_DIR = BENCH_DIR / "gpu_carry"
 SUPPORTED_TRANSFORMERS = (5, 19)
-CARRIED_TRANSFORMERS = "5.24.0"
-# Distributions transformers checks at import (dependency_versions_check) or the suite needs.
-CARRIED_DEPENDENCIES = ("tokenizers", "huggingface-hub", "safetensors", "typer", "pytest", "pluggy", "iniconfig")
-REGEX_PYTHONS = ("3.10", "3.11", "3.12", "3.13", "3.14")  # regex ships one wheel per Python version
+# What is carried, at the LOWEST versions transformers 5.24 accepts (it checks tokenizers,
+# huggingface-hub, safetensors and regex at import), so that what the machine has is kept
+# whenever it is new enough: a carried wheel is installed only where the installed version is
+# missing or older. pytest: the oracles live in test modules.
+CARRIED = {"transformers": "5.24.0", "tokenizers": "0.23.1", "huggingface-hub": "1.31.0", "safetensors": "0.8.0",
+           "regex": "2025.10.22", "typer": "0.20.0", "pytest": "8.4.2", "pluggy": "1.6.0", "iniconfig": "2.1.0"}
+PYTHONS = ("3.11", "3.12", "3.13", "3.14")  # transformers 5.24 needs >= 3.11; regex has one wheel per version
 CARRIED_IMAGES_PER_TYPE = 2
 
 sys.path.insert(0, str(BENCH_DIR))
@@ -84,18 +87,11 @@ def prepare(carry: Path) -> None:
     wheels = carry / "wheels"
     shutil.rmtree(carry, ignore_errors=True)
     wheels.mkdir(parents=True)
-    pins = [f"transformers=={CARRIED_TRANSFORMERS}"]
-    for name in CARRIED_DEPENDENCIES:
-        pins.append(f"{name}=={importlib.metadata.version(name)}")
-    pip = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(wheels)]
-    # abi3 / pure wheels: one each, for manylinux x86_64 (the GPU machine) whatever this machine is
-    subprocess.run(pip + ["--only-binary=:all:", "--platform", "manylinux_2_28_x86_64", "--platform",
-                          "manylinux_2_17_x86_64", "--python-version", "3.10", *pins], check=True)
-    regex = f"regex=={importlib.metadata.version('regex')}"
-    for version in REGEX_PYTHONS:
-        subprocess.run(pip + ["--only-binary=:all:", "--platform", "manylinux_2_28_x86_64", "--platform",
-                              "manylinux_2_17_x86_64", "--python-version", version, regex], check=False)
-    (wheels / "requirements.txt").write_text("\n".join(pins + [regex]) + "\n")
+    pip = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(wheels), "--only-binary=:all:",
+           "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64"]
+    pins = [f"{name}=={version}" for name, version in CARRIED.items()]
+    for python in PYTHONS:  # for manylinux x86_64 (the GPU machine) whatever this machine is
+        subprocess.run(pip + ["--python-version", python, *pins], check=True)
     images = _source_images(quick=False)
     picked = []
     for rec in images:
@@ -118,30 +114,46 @@ def _transformers_version() -> tuple[int, int] | None:
         return None
 
 
+def _outdated(carried: dict[str, str]) -> list[str]:
+    """The carried distributions that are missing here or older than the carried version."""
+    from packaging.version import Version
+
+    names = []
+    for name, version in carried.items():
+        try:
+            installed = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            names.append(name)
+            continue
+        if Version(installed) < Version(version):
+            names.append(name)
+    return names
+
+
 def ensure_environment(carry: Path) -> list[str]:
     """Make transformers >= 5.19, pytest and pixelprune importable (before any of them is imported).
 
-    Returns notes on what was done. Installs carried wheels only for what is missing or too old.
+    Returns notes on what was done. Installs carried wheels (``pip install --no-index --no-deps
+    --target <carry>/site``) only when transformers is too old or pytest is missing, and then only
+    the distributions missing or older than carried.
     """
     notes = []
     site = carry / "site"
-    wheels = carry / "wheels"
     needs_transformers = (_transformers_version() or (0, 0)) < SUPPORTED_TRANSFORMERS
     needs_pytest = importlib.util.find_spec("pytest") is None
     if (needs_transformers or needs_pytest) and not site.exists():
-        if not (wheels / "requirements.txt").exists():
+        if not (carry / "wheels").is_dir():
             found = _transformers_version()
             raise SystemExit(
                 f"gpu_suite: transformers {'.'.join(map(str, found)) if found else 'missing'} (need >= 5.19) or pytest "
-                f"missing, and no carried wheels in {wheels}: run `python benchmarks/gpu_suite.py --prepare` where pip "
-                "can download, or `pip install -e '.[transformers]' pytest`."
+                f"missing, and no carried wheels in {carry / 'wheels'}: run `python benchmarks/gpu_suite.py --prepare` "
+                "where pip can download, or `pip install -e '.[transformers]' pytest`."
             )
-        wanted = [line for line in (wheels / "requirements.txt").read_text().split() if line]
-        if not needs_transformers:
-            wanted = [w for w in wanted if w.split("==")[0] in ("pytest", "pluggy", "iniconfig")]
+        wanted = {k: v for k, v in CARRIED.items() if needs_transformers or k in ("pytest", "pluggy", "iniconfig")}
+        install = [f"{name}=={wanted[name]}" for name in _outdated(wanted)]
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--find-links",
-                        str(wheels), "--target", str(site), *wanted], check=True)
-        notes.append(f"installed carried wheels into {site}: {' '.join(wanted)}")
+                        str(carry / "wheels"), "--target", str(site), *install], check=True)
+        notes.append(f"installed carried wheels into {site}: {' '.join(install)}")
     if site.exists():
         sys.path.insert(0, str(site))
         os.environ["PYTHONPATH"] = os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])
