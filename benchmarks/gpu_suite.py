@@ -477,6 +477,9 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     info = machine_info()
+    # Qwen3.5's linear attention runs transformers' PyTorch fallback without these kernels (slower)
+    info["linear_attention_kernels"] = {name: importlib.util.find_spec(name) is not None
+                                        for name in ("fla", "causal_conv1d")}
     print(f"# GPU suite: {info.get('gpu', info['cpu'])}, torch {torch.__version__}, transformers "
           f"{transformers.__version__}, {args.dtype} on {args.device}, {args.attn}, {args.clock} clock"
           + "".join(f"\n# {n}" for n in notes), flush=True)
