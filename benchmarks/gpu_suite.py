@@ -257,9 +257,9 @@ def checks_qwen3_vl(work: Path, device, dtype, attn: str) -> list[dict]:
     import torch
     import transformers
 
-    from test_modeling_qwen3_vl_helpers import (
-        ORACLE_ATTENTION, build_inputs, document_image, masked_stock_logits, noise_image, register_oracle_attention,
-        stock_inputs_for,
+    from images import uint8_noise_image, word_page_image
+    from model_oracles import (
+        ORACLE_ATTENTION, build_inputs, masked_stock_logits, register_oracle_attention, stock_inputs_for,
     )
     from tiny_models import build_tiny_checkpoint, build_tiny_tokenizer
 
@@ -274,8 +274,8 @@ def checks_qwen3_vl(work: Path, device, dtype, attn: str) -> list[dict]:
     register_oracle_attention()
     oracle = stock_cls.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa").eval()
     oracle.model.visual.config._attn_implementation = ORACLE_ATTENTION
-    prompts = [["Read ", document_image(224, 160, 0), " and ", document_image(160, 128, 1), " please."],
-               ["Short ", document_image(192, 128, 2), "?"]]
+    prompts = [["Read ", word_page_image(224, 160, seed=0), " and ", word_page_image(160, 128, seed=1), " please."],
+               ["Short ", word_page_image(192, 128, seed=2), "?"]]
     results = []
     with torch.no_grad():
         singles = [build_inputs(tokenizer, [p]) for p in prompts]
@@ -295,8 +295,8 @@ def checks_qwen3_vl(work: Path, device, dtype, attn: str) -> list[dict]:
                                 [batch_logits[i][valid[i]] for i in range(len(prompts))], oracle_rows, naive_rows,
                                 noise))
         results += _nothing_prunable("qwen3_vl", ours, stock, [
-            build_inputs(tokenizer, [["Look ", noise_image(160, 128, 3), " here."]]),
-            build_inputs(tokenizer, [["Look ", noise_image(160, 128, 3), " here."], [noise_image(96, 64, 4), "?"]],
+            build_inputs(tokenizer, [["Look ", uint8_noise_image(160, 128, seed=3), " here."]]),
+            build_inputs(tokenizer, [["Look ", uint8_noise_image(160, 128, seed=3), " here."], [uint8_noise_image(96, 64, seed=4), "?"]],
                          padding_side="left")], device, dtype)
     return results
 
@@ -323,9 +323,9 @@ def checks_qwen3_5(work: Path, device, dtype, attn: str) -> list[dict]:
 
     import test_modeling_qwen3_5 as t35
     from images import document_image, noise_image
-    from tiny_models import cached_tiny_checkpoint
+    from tiny_models import build_tiny_checkpoint
 
-    path = cached_tiny_checkpoint("qwen3_5", work / "qwen3_5")
+    path = build_tiny_checkpoint("qwen3_5", work / "qwen3_5")
     fam = t35.Family("qwen3_5", path)  # float32 CPU stock + ours: the oracle side
     ours = fam.our_cls.from_pretrained(path, dtype=dtype, attn_implementation=attn).to(device).eval()
     stock = fam.stock_cls.from_pretrained(path, dtype=dtype, attn_implementation=attn).to(device).eval()
