@@ -198,42 +198,47 @@ def _per_channel(value: Any, channels: int, default: float) -> tuple[float, ...]
     return tuple(float(v) for v in value)
 
 
-def _as_grid(image_grid_thw: torch.Tensor | Sequence[Sequence[int]]) -> list[tuple[int, int, int]]:
-    grid = torch.as_tensor(image_grid_thw)
+def _as_grid(grid_thw: torch.Tensor | Sequence[Sequence[int]], name: str = "image_grid_thw") -> list[tuple[int, int, int]]:
+    grid = torch.as_tensor(grid_thw)
+    rows = "num_videos" if name.startswith("video") else "num_images"
     if grid.ndim != 2 or grid.shape[1] != 3:
-        raise ValueError(f"image_grid_thw must have shape (num_images, 3), got {tuple(grid.shape)}.")
+        raise ValueError(f"{name} must have shape ({rows}, 3), got {tuple(grid.shape)}.")
     if grid.is_floating_point() or grid.dtype == torch.bool:
-        raise ValueError(f"image_grid_thw must hold integers, got dtype {grid.dtype}.")
+        raise ValueError(f"{name} must hold integers, got dtype {grid.dtype}.")
     return [tuple(int(v) for v in row) for row in grid.tolist()]
 
 
-def _validate_image_grid(index: int, t: int, h: int, w: int, merge_size: int) -> None:
-    if t != 1:
+def _validate_image_grid(index: int, t: int, h: int, w: int, merge_size: int, kind: str = "image") -> None:
+    name = kind.capitalize()
+    if kind == "image" and t != 1:
         raise ValueError(
-            f"Image {index} has grid t={t}: video (t > 1) is not supported by select_tokens yet; "
-            "pass still images (t = 1) or disable PixelPrune for videos."
+            f"Image {index} has grid t={t}: video (t > 1) is not supported by select_tokens; "
+            "pass still images (t = 1), or videos to select_video_tokens."
         )
+    if t < 1:
+        raise ValueError(f"{name} {index} has grid t={t}; a video has t >= 1 temporal slices.")
     if h <= 0 or w <= 0:
-        raise ValueError(f"Image {index} has an empty grid (h={h}, w={w}).")
+        raise ValueError(f"{name} {index} has an empty grid (h={h}, w={w}).")
     if h % merge_size or w % merge_size:
         raise ValueError(
-            f"Image {index} grid (h={h}, w={w}) is not divisible by merge_size={merge_size}."
+            f"{name} {index} grid (h={h}, w={w}) is not divisible by merge_size={merge_size}."
         )
 
 
 def _pred2d_sliding(h: np.ndarray, v: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray]:
     """Sliding (and threshold-0) pred_2d, fully vectorised.
 
-    Returns ``keep`` and ``use_b`` (gh, gw) bool: whether each token is predicted from the token
-    above (else from the left; token (0, 0) is always kept)."""
+    ``h``, ``v``: ``(..., gh, gw)``, one grid or a stack of them (a video's slices). Returns ``keep``
+    and ``use_b`` of the same shape, bool: whether each token is predicted from the token above
+    (else from the left; token (0, 0) of every grid is always kept)."""
     sim_a = h <= tau  # X ~ A (left)
     sim_b = v <= tau  # X ~ B (up)
     use_b = np.zeros_like(sim_a)
-    use_b[:, 0] = True  # first column predicts from above
+    use_b[..., :, 0] = True  # first column predicts from above
     # interior: C~A is the vertical pair at (r, c-1); C~B is the horizontal pair at (r-1, c)
-    use_b[1:, 1:] = sim_b[1:, :-1] & ~sim_a[:-1, 1:]
+    use_b[..., 1:, 1:] = sim_b[..., 1:, :-1] & ~sim_a[..., :-1, 1:]
     keep = ~np.where(use_b, sim_b, sim_a)
-    keep[0, 0] = True
+    keep[..., 0, 0] = True
     return keep, use_b
 
 
@@ -295,23 +300,40 @@ class _Pred2dAnchored:
 
     _PASSES = 4
 
-    def __init__(self, src: TokenSource, metric: str, tau: float, h: np.ndarray, v: np.ndarray) -> None:
+    def __init__(self, src: TokenSource, metric: str, tau: float, h: np.ndarray, v: np.ndarray, *,
+                 plane: int = 0, keep: np.ndarray | None = None, ref: np.ndarray | None = None,
+                 decided: np.ndarray | None = None, decided_lossy: np.ndarray | None = None,
+                 pair_distance: _PairDistances | None = None) -> None:
+        """One image, or temporal slice ``plane`` of a video (``src`` holds all its slices):
+        ``h``, ``v`` ``(slices, gh, gw)`` or ``(gh, gw)``; ``keep`` and ``ref`` are the video's
+        arrays, filled in for this slice (earlier slices final). ``decided`` cells are already
+        pruned by the temporal rule with their ``ref`` set; ``decided_lossy``: those whose
+        reconstruction may differ from their original."""
         gh, gw = src.gh, src.gw
         self.gw, self.tau = gw, tau
-        self.pair_distance = _PairDistances(src, metric)
-        n = gh * gw
-        self.h, self.v = h.reshape(n), v.reshape(n)
-        keep, use_b = _pred2d_sliding(h, v, tau)
-        lossy = ~keep & (np.where(use_b, v, h) > 0)  # pruned but not identical to its prediction
+        self.pair_distance = pair_distance or _PairDistances(src, metric)
+        n, size = gh * gw, src.n
+        base = plane * n
+        self.h, self.v = h.reshape(-1), v.reshape(-1)
+        hs, vs = h.reshape(-1, gh, gw)[plane], v.reshape(-1, gh, gw)[plane]
+        keep_c, use_b = _pred2d_sliding(hs, vs, tau)
+        lossy = ~keep_c & (np.where(use_b, vs, hs) > 0)  # pruned but not identical to its prediction
+        if decided is not None:
+            keep_c &= ~decided
+            lossy = np.where(decided, decided_lossy, lossy)
         affected = np.logical_or.accumulate(np.logical_or.accumulate(lossy, axis=0), axis=1)
-        self.keep = keep.reshape(n).copy()
-        self.ref = np.arange(n, dtype=np.int64)  # unaffected cells: reconstruction == original
-        cells = np.flatnonzero(affected)  # raster order
+        if decided is not None:
+            affected &= ~decided
+        self.keep = np.ones(size, dtype=bool) if keep is None else keep
+        self.keep[base : base + n] = keep_c.reshape(n)
+        # unaffected cells: reconstruction == original
+        self.ref = np.arange(size, dtype=np.int64) if ref is None else ref
+        cells = base + np.flatnonzero(affected)  # raster order
         if not len(cells):
             return
-        rr, cc = np.divmod(cells, gw)
+        rr, cc = np.divmod(cells - base, gw)
         diagonal = rr + cc
-        pred = np.where(use_b.reshape(n)[cells], cells - gw, cells - 1)  # candidate: the sliding predictors
+        pred = np.where(use_b.reshape(n)[cells - base], cells - gw, cells - 1)  # candidate: the sliding predictors
         frontier = int(diagonal.min())  # cells on earlier anti-diagonals are proven correct
         for _ in range(self._PASSES):
             self.ref[cells] = np.where(self.keep[cells], cells, pred)
@@ -331,7 +353,7 @@ class _Pred2dAnchored:
         bounds = np.flatnonzero(np.diff(d_todo)) + 1
         for group in np.split(np.arange(len(todo)), bounds):
             idx = todo[group]
-            r, c = np.divmod(idx, gw)
+            r, c = np.divmod(idx - base, gw)
             keep_step, pred_step = self._evaluate(idx, r, c)
             self.keep[idx] = keep_step
             self.ref[idx] = np.where(keep_step, idx, self.ref[pred_step])
@@ -388,60 +410,95 @@ class _Pred2dAnchored:
 
 def _scan_order_and_distances(h: np.ndarray, v: np.ndarray, src: TokenSource, method: str,
                               metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """Token indices in scan order, and each token's distance to its predecessor in that order
-    (inf for the first). Consecutive tokens are grid neighbours, so ``H``/``V`` hold the distances,
-    except raster's row wrap-arounds, which are gathered."""
-    gh, gw = h.shape
+    """Token indices of one grid in scan order, and each token's distance to its predecessor in
+    that order (inf for the first). ``h``, ``v``: ``(gh, gw)``, or ``(slices, gh, gw)`` for a
+    video (``src`` holds the slices one after another; distances then ``(slices, gh * gw)``).
+    Consecutive tokens are grid neighbours, so ``H``/``V`` hold the distances, except raster's
+    row wrap-arounds, which are gathered (every slice's in one call)."""
+    gh, gw = h.shape[-2:]
+    h3, v3 = h.reshape(-1, gh, gw), v.reshape(-1, gh, gw)
     grid = np.arange(gh * gw, dtype=np.int64).reshape(gh, gw)
-    prev = h.copy()  # within a left-to-right row: the left neighbour
+    prev = h3.copy()  # within a left-to-right row: the left neighbour
     if method == "serpentine":
         grid[1::2] = grid[1::2, ::-1]
-        prev[1::2, :-1] = h[1::2, 1:]  # right-to-left rows: the right neighbour
-        prev[1::2, -1] = v[1::2, -1]  # odd rows start under the end of the row above
-        prev[2::2, 0] = v[2::2, 0]  # even rows start under the start of the row above
-        prev = np.concatenate([p[::-1] if r % 2 else p for r, p in enumerate(prev)])
-    else:
-        if gh > 1:
-            prev[1:, 0] = gather_distance(src, grid[1:, 0], grid[:-1, -1], metric)
-        prev = prev.reshape(-1)
-    prev[0] = np.inf
-    return grid.reshape(-1), prev
+        prev[:, 1::2, :-1] = h3[:, 1::2, 1:]  # right-to-left rows: the right neighbour
+        prev[:, 1::2, -1] = v3[:, 1::2, -1]  # odd rows start under the end of the row above
+        prev[:, 2::2, 0] = v3[:, 2::2, 0]  # even rows start under the start of the row above
+        prev[:, 1::2] = prev[:, 1::2, ::-1]  # into scan order
+    elif gh > 1:
+        base = (np.arange(len(h3), dtype=np.int64) * gh * gw)[:, None]
+        wrap = gather_distance(src, (base + grid[1:, 0]).reshape(-1), (base + grid[:-1, -1]).reshape(-1), metric)
+        prev[:, 1:, 0] = wrap.reshape(len(h3), gh - 1)
+    prev = prev.reshape(len(h3), gh * gw)
+    prev[:, 0] = np.inf
+    return grid.reshape(-1), prev.reshape(-1) if h.ndim == 2 else prev
+
+
+def _scan_anchored(src: TokenSource, order: np.ndarray, prev_dist: np.ndarray, metric: str, tau: float,
+                   decided: np.ndarray | None = None,
+                   decided_ref: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Anchored raster / serpentine over one scan (an image, or one slice of a video): a token is
+    kept iff not similar to its predecessor's reconstruction. Returns ``keep`` and ``ref`` in scan
+    order (``ref``: a token whose original equals the reconstruction).
+
+    ``order``: the scan's token indices; ``prev_dist``: each token's distance to its predecessor.
+    ``decided`` (video): tokens already pruned by the temporal rule, reconstructed as token
+    ``decided_ref`` (their own index when exact). They compare with nothing, so only a token
+    after a pruned predecessor needs that predecessor's reconstruction; runs of kept and decided
+    tokens come from known distances, runs of pruned tokens search forward (vectorised) for the
+    next token that differs from their anchor: one Python step per pruned run, never per token.
+    """
+    n = len(order)
+    if decided is None:
+        decided, decided_ref = np.zeros(n, dtype=bool), order
+    keep = ~decided
+    keep[0] = True
+    ref = np.where(decided, decided_ref, order)
+    # a non-decided token after a decided one compares with the decided token's reconstruction
+    base = prev_dist.copy()
+    after = np.flatnonzero(~decided[1:] & decided[:-1]) + 1
+    other = after[(decided_ref[after - 1] != order[after - 1]) & (prev_dist[after] != 0)]
+    if len(other):  # (identical to the decided token, or it is exact: the neighbour distance)
+        base[other] = gather_distance(src, order[other], decided_ref[other - 1], metric)
+    # stop[i]: the first token at or after i that is pruned by the spatial rule from a known predecessor
+    pruned = ~decided & (base <= tau)
+    pruned[0] = False
+    stop = np.minimum.accumulate(np.where(pruned, np.arange(n), n)[::-1])[::-1]
+    i = 1
+    while i < n:
+        j = int(stop[i])  # tokens i..j-1: kept (dissimilar from a known reference) or decided
+        if j >= n:
+            break
+        anchor = int(ref[j - 1])
+        keep[j], ref[j] = False, anchor
+        i, window = j + 1, 64
+        while i < n:  # the predecessor is pruned, reconstructed as ``anchor``
+            cand = np.arange(i, min(n, i + window))
+            d = np.zeros(len(cand), dtype=np.float32)
+            # identical to a pruned predecessor: within tau of its anchor
+            need = ~decided[cand] & (prev_dist[cand] != 0)
+            if need.any():
+                d[need] = gather_distance(src, order[cand[need]], np.full(int(need.sum()), anchor), metric)
+            over = np.flatnonzero(decided[cand] | (d > tau))
+            stop_at = int(over[0]) if len(over) else len(cand)
+            keep[cand[:stop_at]] = False
+            ref[cand[:stop_at]] = anchor
+            i += stop_at
+            if len(over):  # a decided token, or the first that differs from the anchor (kept)
+                i += 1
+                break
+            window *= 2
+    return keep, ref
 
 
 def _scan_select(src: TokenSource, order: np.ndarray, prev_dist: np.ndarray, metric: str, tau: float,
                  anchored: bool) -> np.ndarray:
     """raster / serpentine: keep iff not similar to the previous token in scan order (anchored:
-    to the previous *kept* token). Returns keep in scan order."""
-    n = len(order)
-    similar = prev_dist <= tau
-    keep = ~similar
-    if not anchored or tau == 0 or n == 1:
-        return keep
-    # Anchored: a token right after a kept token compares with it, so runs of `~similar` are kept
-    # as in sliding mode; a run of pruned tokens compares with its anchor and is searched forward.
-    # next_similar[i] = first j >= i with similar[j] (n if none).
-    next_similar = np.where(similar, np.arange(n), n)
-    next_similar = np.minimum.accumulate(next_similar[::-1])[::-1]
-    i = 1
-    while i < n:
-        j = int(next_similar[i])  # tokens i..j-1 are dissimilar to their predecessor: kept
-        if j >= n:
-            break
-        anchor, i = j - 1, j  # token j is similar to the kept token j-1: pruned
-        window = 64
-        while i < n:
-            cand = order[i : i + window]
-            d = gather_distance(src, cand, np.full(len(cand), order[anchor]), metric)
-            over = np.nonzero(d > tau)[0]
-            stop = int(over[0]) if len(over) else len(cand)
-            keep[i : i + stop] = False
-            if len(over):
-                keep[i + stop] = True  # the first token that differs from the anchor
-                i += stop + 1
-                break
-            i += stop
-            window *= 2
-    return keep
+    to the previous token's reconstruction, i.e. the previous *kept* token). Returns keep in scan
+    order."""
+    if not anchored or tau == 0 or len(order) == 1:
+        return ~(prev_dist <= tau)
+    return _scan_anchored(src, order, prev_dist, metric, tau)[0]
 
 
 def _float32_at_most(threshold: float) -> np.float32:
@@ -483,29 +540,32 @@ def select_image(
     return torch.from_numpy(keep)
 
 
-def _validated_pixels(pixel_values: Any, image_grid_thw: Any, geometry: PatchGeometry) -> tuple[torch.Tensor, list]:
+def _validated_pixels(pixel_values: Any, image_grid_thw: Any, geometry: PatchGeometry,
+                      kind: str = "image") -> tuple[torch.Tensor, list]:
+    pv_name, grid_name = ("pixel_values", "image_grid_thw") if kind == "image" else (
+        "pixel_values_videos", "video_grid_thw")
     if not isinstance(pixel_values, torch.Tensor):
         pixel_values = torch.as_tensor(np.asarray(pixel_values))
     if pixel_values.ndim != 2:
         raise ValueError(
-            f"pixel_values must be 2-D (num_patches, C*T*P*P), got shape {tuple(pixel_values.shape)}."
+            f"{pv_name} must be 2-D (num_patches, C*T*P*P), got shape {tuple(pixel_values.shape)}."
         )
     if not (pixel_values.is_floating_point()):
-        raise ValueError(f"pixel_values must be floating point, got dtype {pixel_values.dtype}.")
+        raise ValueError(f"{pv_name} must be floating point, got dtype {pixel_values.dtype}.")
     if pixel_values.shape[1] != geometry.row_width:
         raise ValueError(
-            f"pixel_values rows have {pixel_values.shape[1]} values, expected C*T*P*P = "
+            f"{pv_name} rows have {pixel_values.shape[1]} values, expected C*T*P*P = "
             f"{geometry.channels}*{geometry.temporal_patch_size}*{geometry.patch_size}*{geometry.patch_size} = "
             f"{geometry.row_width}."
         )
-    grids = _as_grid(image_grid_thw)
+    grids = _as_grid(image_grid_thw, grid_name)
     for i, (t, h, w) in enumerate(grids):
-        _validate_image_grid(i, t, h, w, geometry.merge_size)
+        _validate_image_grid(i, t, h, w, geometry.merge_size, kind)
     expected = sum(t * h * w for t, h, w in grids)
     if expected != pixel_values.shape[0]:
         raise ValueError(
-            f"pixel_values has {pixel_values.shape[0]} rows but image_grid_thw describes {expected} "
-            f"patches ({len(grids)} image(s))."
+            f"{pv_name} has {pixel_values.shape[0]} rows but {grid_name} describes {expected} "
+            f"patches ({len(grids)} {kind}(s))."
         )
     return pixel_values, grids
 
@@ -527,9 +587,8 @@ def select_masks(
     ``settings.enabled`` is not consulted. When ``seconds`` is given, each image's selector wall
     time is appended to it.
 
-    Video: a grid with ``t > 1`` is refused here today; the video selector plugs in per grid
-    (its ``t`` slices of ``h * w`` patches each, one :class:`TokenSource` per slice) and returns
-    the same per-grid mask (docs/DESIGN.md, "Video").
+    Videos (``t > 1``) go to :func:`.video_selector.select_video_masks`, the same contract per
+    video (one :class:`TokenSource` over its ``t`` slices).
     """
     pixel_values, grids = _validated_pixels(pixel_values, image_grid_thw, geometry)
     mean = torch.tensor(geometry.image_mean, dtype=torch.float32)
