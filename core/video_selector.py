@@ -33,7 +33,7 @@ from .selector import (
 )
 from .token_distances import GridSpec, TokenSource, plane_distances
 
-__all__ = ["select_video", "select_video_tokens", "select_video_keep_mask", "video_tokens_per_slice"]
+__all__ = ["select_video", "select_video_tokens", "select_video_keep_mask", "video_kept_per_slice", "video_tokens_per_slice"]
 
 
 def select_video(src: TokenSource, *, threshold: float = 0.0, metric: str = "max", method: str = "pred_2d",
@@ -107,6 +107,19 @@ def _select_anchored(src: TokenSource, h: np.ndarray, v: np.ndarray, tm: np.ndar
 def video_tokens_per_slice(video_grid_thw: torch.Tensor | Sequence[Sequence[int]], merge_size: int = 2) -> list[int]:
     """Merged tokens per temporal slice, one entry per video: ``(h / merge) * (w / merge)``."""
     return [(h // merge_size) * (w // merge_size) for _, h, w in _as_grid(video_grid_thw, "video_grid_thw")]
+
+
+def video_kept_per_slice(video_keep_mask: torch.Tensor, video_grid_thw: torch.Tensor | Sequence[Sequence[int]],
+                         merge_size: int = 2) -> list[torch.Tensor]:
+    """Per video, the kept token count of each temporal slice (``(t,)`` int64): the length of that
+    slice's ``<|video_pad|>`` run, from the flat mask :func:`select_video_keep_mask` returns."""
+    grids = _as_grid(video_grid_thw, "video_grid_thw")
+    per_slice = video_tokens_per_slice(grids, merge_size)
+    sizes = [t * n for (t, _, _), n in zip(grids, per_slice)]
+    if sum(sizes) != video_keep_mask.numel():
+        raise ValueError(f"video_keep_mask has {video_keep_mask.numel()} entries but video_grid_thw describes "
+                         f"{sum(sizes)} tokens (merge_size={merge_size}).")
+    return [m.reshape(t, n).sum(dim=1) for m, (t, _, _), n in zip(video_keep_mask.split(sizes), grids, per_slice)]
 
 
 def _select_videos(pixel_values_videos, video_grid_thw, *, merge_size, temporal_patch_size, patch_size,

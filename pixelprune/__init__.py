@@ -17,7 +17,9 @@ import importlib
 from ._version import __version__
 from .core.selector import keep_mask_from_indices, select_keep_mask, select_tokens
 from .core.settings import PixelPruneSettings
-from .core.video_selector import select_video_keep_mask, select_video_tokens, video_tokens_per_slice
+from .core.video_selector import (
+    select_video_keep_mask, select_video_tokens, video_kept_per_slice, video_tokens_per_slice,
+)
 
 _LAZY = {
     "PixelPruneQwen3VLProcessor": "pixelprune.processing.processing_pixelprune",
@@ -36,6 +38,7 @@ __all__ = [
     "select_tokens",
     "select_video_keep_mask",
     "select_video_tokens",
+    "video_kept_per_slice",
     "video_tokens_per_slice",
     *sorted(_LAZY),
 ]

@@ -9,7 +9,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import pixelprune
-from pixelprune import select_tokens, select_video_keep_mask, select_video_tokens, video_tokens_per_slice
+from pixelprune import (
+    select_tokens, select_video_keep_mask, select_video_tokens, video_kept_per_slice, video_tokens_per_slice,
+)
 from pixelprune.core import selector, token_distances
 from reference_selector import dist, patchify
 from reference_video_selector import patchify_video, reference_select_video, video_descriptors
@@ -183,6 +185,9 @@ def test_videos_are_independent_and_mask_matches_indices(clips, threshold, metho
     sizes = [t * n for (t, _, _), n in zip(grids, video_tokens_per_slice(grids))]
     assert mask.dtype == torch.bool and mask.numel() == sum(sizes)
     assert [torch.nonzero(m).reshape(-1).tolist() for m in mask.split(sizes)] == [x.tolist() for x in together]
+    counts = video_kept_per_slice(mask, grids)
+    assert [c.tolist() for c in counts] == [
+        torch.bincount(x // n, minlength=t).tolist() for x, (t, _, _), n in zip(together, grids, video_tokens_per_slice(grids))]
 
 
 # --------------------------------------------------------------------------- structure
@@ -264,6 +269,24 @@ def test_static_background_with_a_typing_cursor():
     got = kept(frames_from_tokens(torch.stack(slices)))
     later = [x for x in got if x >= gh * gw]
     assert later == [gh * gw, gh * gw + 1 * gw + 3, 2 * gh * gw, 2 * gh * gw + 1 * gw + 4]
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("levels, anchored_want, sliding_want", [
+    ([[0, 10, 20, 40], [30, 11, 11, 13]], [0, 1, 2, 3, 4, 7], [0, 1, 2, 3, 4]),
+    ([[0, 10, 20, 40], [30, 11, 13, 60]], [0, 1, 2, 3, 4, 6, 7], [0, 1, 2, 3, 4, 7]),
+])
+def test_anchored_prediction_through_a_temporally_pruned_token(method, levels, anchored_want, sliding_want):
+    """Two 1 x 4 slices of flat tokens (levels / 64). Slice 1's second token is pruned by the
+    temporal rule while not identical to V: it stands in as V's value (10, not its own 11), and a
+    later token compares with that stand-in (13 is 3 away: kept), where originals (sliding) give 2
+    (pruned). First row: an identical token in between passes the stand-in on; second row: the next
+    token compares with it directly. Levels are exact in float32: nothing is decided by rounding."""
+    tokens = (torch.tensor(levels, dtype=torch.float32) / 64).view(2, 1, 1, 4, 1, 1, 1)
+    frames = frames_from_tokens(tokens.expand(2, 2, 1, 4, TOKEN, TOKEN, 3).contiguous())
+    kw = dict(threshold=2 / 64, metric="max", method=method)
+    assert kept(frames, anchored=True, **kw) == reference(frames, anchored=True, **kw) == anchored_want
+    assert kept(frames, anchored=False, **kw) == reference(frames, anchored=False, **kw) == sliding_want
 
 
 # --------------------------------------------------------------------------- the image rule, descriptors
