@@ -23,17 +23,19 @@ How it is fast and still exact (the same machinery as images, :mod:`.selector`):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from .selector import (
-    _as_grid, _float32_at_most, _PairDistances, _Pred2dAnchored, _pred2d_sliding, _scan_anchored,
-    _scan_order_and_distances, _validated_common,
+    PatchGeometry, _as_grid, _float32_at_most, _PairDistances, _Pred2dAnchored, _pred2d_sliding, _scan_anchored,
+    _scan_order_and_distances, _validated_pixels,
 )
-from .token_distances import GridSpec, TokenSource, plane_distances
+from .settings import PixelPruneSettings
+from .token_distances import TokenSource, plane_distances
 
-__all__ = ["select_video", "select_video_tokens", "select_video_keep_mask", "video_kept_per_slice", "video_tokens_per_slice"]
+__all__ = ["select_video", "select_video_masks", "select_video_tokens", "select_video_keep_mask", "video_kept_per_slice", "video_tokens_per_slice"]
 
 
 def select_video(src: TokenSource, *, threshold: float = 0.0, metric: str = "max", method: str = "pred_2d",
@@ -122,21 +124,32 @@ def video_kept_per_slice(video_keep_mask: torch.Tensor, video_grid_thw: torch.Te
     return [m.reshape(t, n).sum(dim=1) for m, (t, _, _), n in zip(video_keep_mask.split(sizes), grids, per_slice)]
 
 
-def _select_videos(pixel_values_videos, video_grid_thw, *, merge_size, temporal_patch_size, patch_size,
-                   image_mean, image_std, threshold, metric, method, anchored) -> list[np.ndarray]:
-    pixel_values, grids, spec, mean, std, threshold, metric, method = _validated_common(
-        pixel_values_videos, video_grid_thw, merge_size, temporal_patch_size, patch_size, image_mean,
-        image_std, threshold, metric, method, kind="video",
-    )
+def select_video_masks(pixel_values_videos: Any, video_grid_thw: Any, geometry: PatchGeometry,
+                       settings: PixelPruneSettings) -> list[np.ndarray]:
+    """The video counterpart of :func:`.selector.select_masks`: per video, the bool keep mask over
+    its merged tokens (numpy, slices in order). ``geometry`` and ``settings`` are validated records;
+    only the pixels and grids are checked here (``settings.enabled`` is not consulted)."""
+    pixel_values, grids = _validated_pixels(pixel_values_videos, video_grid_thw, geometry, kind="video")
+    mean = torch.tensor(geometry.image_mean, dtype=torch.float32)
+    std = torch.tensor(geometry.image_std, dtype=torch.float32)
     masks: list[np.ndarray] = []
     offset = 0
     for i, (t, h, w) in enumerate(grids):
         rows = t * h * w
-        src = TokenSource(pixel_values[offset : offset + rows], h, w, spec=spec, image_mean=mean,
+        src = TokenSource(pixel_values[offset : offset + rows], h, w, spec=geometry, image_mean=mean,
                           image_std=std, index=i, slices=t, all_frames=True, kind="Video")
         offset += rows
-        masks.append(select_video(src, threshold=threshold, metric=metric, method=method, anchored=anchored))
+        masks.append(select_video(src, threshold=settings.threshold, metric=settings.metric,
+                                  method=settings.method, anchored=settings.anchored))
     return masks
+
+
+def _select_videos(pixel_values_videos, video_grid_thw, *, merge_size, temporal_patch_size, patch_size,
+                   image_mean, image_std, threshold, metric, method, anchored) -> list[np.ndarray]:
+    geometry = PatchGeometry(merge_size=merge_size, temporal_patch_size=temporal_patch_size,
+                             patch_size=patch_size, image_mean=image_mean, image_std=image_std)
+    settings = PixelPruneSettings(threshold=threshold, metric=metric, method=method, anchored=anchored)
+    return select_video_masks(pixel_values_videos, video_grid_thw, geometry, settings)
 
 
 def select_video_tokens(
