@@ -10,6 +10,18 @@ with torch's default threads; CPU time of the process is recorded too.
 Targets (issue 2, on the 2-core CPU machine): threshold 0 <= 2 us/token and <= 10% of the image
 processor's time; anchored threshold > 0 <= 4 us/token.
 
+Video rows (issue 14): ``pixelprune.select_video_tokens`` on screen-recording-like clips at 720p and
+1080p, synthesized here from the benchmark's screenshots (no committed video set exists yet): a
+static screen, a page scrolled by ``SCROLL_PX`` px per frame (two screenshots stacked into one long
+page) and typing (one glyph more per frame on a static page); ``CLIP_FRAMES`` frames each. The
+stock Qwen3-VL video processor (checkpoint defaults, frames not sampled, per-frame pixels not
+capped so frames keep their native size) makes ``pixel_values_videos`` and is timed; the video
+selector (threshold 0 and anchored 0.02), the image selector on the clip's first slice taken as a
+still image (same content, same run, interleaved round by round) and the naive reference
+(``tests/reference_video_selector.py``, once, on the clip's first ``REF_SLICES`` slices) are timed
+per token. Targets: video per token <= 1.5x
+the image selector's at threshold 0, <= 2x anchored, and <= 10% of the stock video processor.
+
     python benchmarks/make_image_set.py        # once
     python benchmarks/bench_selector.py        # table + benchmarks/results/bench_selector.json
     python benchmarks/bench_selector.py --quick
@@ -27,7 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import (  # noqa: E402
-    finish, load_images, machine_info, median, open_rgb, stock_image_processor, time_call,
+    QWEN3_VL_PROCESSOR_KWARGS, finish, interleaved, load_images, machine_info, median, open_rgb, paired_ratios,
+    stock_image_processor, time_call,
 )
 
 import pixelprune  # noqa: E402
@@ -40,6 +53,10 @@ MODES = {  # name -> select_tokens kwargs
     "sliding": dict(threshold=THRESHOLD, metric="max", anchored=False),
 }
 CLASSES = ["1080p", "1440p", "4k", "4k-hidpi"]
+# video clips: size name -> (screenshot class they are cut from, width, height)
+VIDEO_SIZES = {"720p": ("800p", 1280, 720), "1080p": ("1080p", 1920, 1080)}
+CLIP_FRAMES, SCROLL_PX, REF_SLICES = 8, 60, 2
+TARGET_VIDEO_T0, TARGET_VIDEO_ANCHORED, TARGET_VIDEO_SHARE = 1.5, 2.0, 0.10
 
 
 def pick(records: list[dict], per_class: int, classes: list[str]) -> list[dict]:
@@ -125,6 +142,119 @@ COLUMNS = [
 ]
 
 
+# --------------------------------------------------------------------------- video
+
+def synth_clips(records: list[dict], size: str) -> dict[str, "np.ndarray"]:
+    """Screen-recording-like clips ``(CLIP_FRAMES, H, W, 3)`` uint8 from two screenshots of the set."""
+    import numpy as np
+
+    cls, w, h = VIDEO_SIZES[size]
+    shots = [r for r in records if r["type"] == "screenshots" and r["resolution"] == cls][:2]
+    if len(shots) < 2:
+        sys.exit(f"error: the image set has no two {cls} screenshots; run benchmarks/make_image_set.py")
+    page = np.concatenate([np.asarray(open_rgb(r["path"]))[:, :w] for r in shots])  # one long page
+    frames = [page[:h].copy()]
+    rng = np.random.default_rng(0)
+    for f in range(1, CLIP_FRAMES):  # typing: one more dark glyph-like 10x18 px block per frame
+        frame = frames[-1].copy()
+        x, y = w // 6 + 12 * f, h // 2
+        frame[y : y + 18, x : x + 10] = np.where(rng.random((18, 10, 1)) < 0.4, 30, frame[y : y + 18, x : x + 10])
+        frames.append(frame)
+    return {
+        "static": np.stack([page[:h]] * CLIP_FRAMES),
+        "scroll": np.stack([page[f * SCROLL_PX : f * SCROLL_PX + h] for f in range(CLIP_FRAMES)]),
+        "typing": np.stack(frames),
+    }
+
+
+def stock_video_processor():
+    """The stock transformers Qwen3-VL video processor with the checkpoints' defaults (needs torchvision)."""
+    from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
+
+    kw = {k: v for k, v in QWEN3_VL_PROCESSOR_KWARGS.items() if k != "size"}
+    return Qwen3VLVideoProcessor(**kw, size={"shortest_edge": 4096, "longest_edge": 25165824},
+                                 do_sample_frames=False, cap_pixels_per_frame=False)
+
+
+def bench_video(kind: str, size: str, frames, proc, repeats: int, reference) -> dict:
+    import numpy as np
+
+    feats = proc(videos=[frames], return_tensors="pt")
+    pv, grid = feats["pixel_values_videos"], feats["video_grid_thw"]
+    t, gh, gw = (int(x) for x in grid[0])
+    plane = gh * gw // 4
+    tokens = t * plane
+    image_pv, image_grid = pv[: gh * gw], torch.tensor([[1, gh, gw]])  # the first slice as a still image
+    row = dict(clip=kind, resolution=size, size=f"{frames.shape[2]}x{frames.shape[1]}x{len(frames)}",
+               grid=f"{t}x{gh // 2}x{gw // 2}", tokens=tokens)
+    fns = {"processor": lambda: proc(videos=[frames], return_tensors="pt")}
+    for mode, kw in MODES.items():
+        if mode == "sliding":
+            continue
+        fns[f"video_{mode}"] = (lambda kw=kw: pixelprune.select_video_tokens(pv, grid, **kw))
+        fns[f"image_{mode}"] = (lambda kw=kw: pixelprune.select_tokens(image_pv, image_grid, **kw))
+    res = interleaved(fns, repeats)
+    per_token = {"processor": tokens, **{n: (tokens if n.startswith("video") else plane) for n in fns if n != "processor"}}
+    for n in fns:
+        row[f"{n}_us"] = median(res[n]["wall"]) / per_token[n] * 1e6
+        row[f"{n}_cpu_us"] = median(res[n]["cpu"]) / per_token[n] * 1e6
+    for mode in ("t0", "anchored"):
+        kept = res[f"video_{mode}"]["out"][0]
+        row[f"{mode}_kept"] = int(kept.numel())
+        # paired per-token ratio video / image, round by round
+        row[f"{mode}_vs_image"] = median(paired_ratios(
+            [w / tokens for w in res[f"video_{mode}"]["wall"]], [w / plane for w in res[f"image_{mode}"]["wall"]]))
+        row[f"{mode}_vs_image_cpu"] = median(paired_ratios(
+            [c / tokens for c in res[f"video_{mode}"]["cpu"]], [c / plane for c in res[f"image_{mode}"]["cpu"]]))
+        if reference is not None:  # on the clip's first REF_SLICES slices (a video too): it is slow
+            kw, n_ref = MODES[mode], min(t, REF_SLICES)
+            ref_pv, ref_grid = pv[: n_ref * gh * gw], torch.tensor([[n_ref, gh, gw]])
+            ref_wall, _, ref = time_call(lambda: reference(ref_pv, ref_grid, **kw), 1)
+            if ref[0] != pixelprune.select_video_tokens(ref_pv, ref_grid, **kw)[0].tolist():
+                raise AssertionError(f"video {kind} {size} {mode}: selector and reference disagree")
+            row[f"ref_{mode}_us"] = ref_wall / (n_ref * plane) * 1e6
+            row[f"ref_{mode}_speedup"] = row[f"ref_{mode}_us"] / row[f"video_{mode}_us"]
+    row["retention_t0"] = row["t0_kept"] / tokens
+    row["retention_anchored"] = row["anchored_kept"] / tokens
+    row["per_slice_kept_t0"] = np.bincount(res["video_t0"]["out"][0].numpy() // plane, minlength=t).tolist()
+    row["t0_share_of_processor"] = median(paired_ratios(res["video_t0"]["wall"], res["processor"]["wall"]))
+    row["t0_ok"] = "yes" if (row["t0_vs_image"] <= TARGET_VIDEO_T0
+                             and row["t0_share_of_processor"] <= TARGET_VIDEO_SHARE) else "NO"
+    row["anchored_ok"] = "yes" if row["anchored_vs_image"] <= TARGET_VIDEO_ANCHORED else "NO"
+    return row
+
+
+VIDEO_COLUMNS = [
+    ("clip", "clip", ""), ("resolution", "res", ""), ("grid", "t x gh x gw", ""), ("tokens", "tokens", "d"),
+    ("retention_t0", "kept@0", ".0%"), ("retention_anchored", "kept@0.02", ".0%"),
+    ("video_t0_us", "video t0 us/tok", ".2f"), ("image_t0_us", "image t0 us/tok", ".2f"),
+    ("t0_vs_image", "video/image t0", ".2f"), ("video_anchored_us", "video anch us/tok", ".2f"),
+    ("image_anchored_us", "image anch us/tok", ".2f"), ("anchored_vs_image", "video/image anch", ".2f"),
+    ("ref_t0_us", "naive t0 us/tok", ".0f"), ("ref_t0_speedup", "naive/t0", ".0f"),
+    ("ref_anchored_speedup", "naive/anch", ".0f"), ("processor_us", "video processor us/tok", ".1f"),
+    ("t0_share_of_processor", "t0/processor", ".1%"), ("video_t0_cpu_us", "video t0 CPU us/tok", ".2f"),
+    ("t0_vs_image_cpu", "video/image t0 CPU", ".2f"), ("anchored_vs_image_cpu", "video/image anch CPU", ".2f"),
+    ("t0_ok", "t0 target", ""), ("anchored_ok", "anch target", ""),
+]
+
+
+def run_videos(args, repeats: int) -> list[dict]:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # its sibling import
+    from tests.reference_video_selector import reference_select_video
+
+    records = load_images(False)
+    proc = stock_video_processor()
+    rows = []
+    for size in VIDEO_SIZES:
+        for kind, frames in synth_clips(records, size).items():
+            rows.append(bench_video(kind, size, frames, proc, repeats, None if args.no_reference else reference_select_video))
+            r = rows[-1]
+            print(f"[video] {kind} {size} {r['grid']}: t0 {r['video_t0_us']:.2f} us/tok ({r['t0_vs_image']:.2f}x image), "
+                  f"anchored {r['video_anchored_us']:.2f} ({r['anchored_vs_image']:.2f}x), processor "
+                  f"{r['processor_us']:.1f}, kept@0 {r['retention_t0']:.0%} per slice {r['per_slice_kept_t0']}", flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="1 image per class, 1080p and 4K only, fewer repeats")
@@ -134,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="result name (default bench_selector[_threadsN])")
     ap.add_argument("--profile", action="store_true", help="record each mode's top functions (cProfile) in the JSON")
     ap.add_argument("--no-reference", action="store_true", help="skip the naive per-token reference")
+    ap.add_argument("--no-video", action="store_true", help="skip the video rows")
+    ap.add_argument("--video-only", action="store_true", help="only the video rows")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -142,25 +274,34 @@ def main(argv: list[str] | None = None) -> int:
 
     from tests.reference_selector import reference_select  # the tests' oracle: one naive implementation
 
-    records = pick(load_images(args.quick), per_class, classes)
-    if not records:
-        sys.exit("error: no documents/screenshots in the image set; run benchmarks/make_image_set.py")
     proc = stock_image_processor()
     info = machine_info()
     print(f"# selector benchmark: {info['cpu']}, {info['cpu_count']} cores, torch {info['torch']} "
           f"({info['torch_threads']} threads), stock image processor backend: {proc.backend_name}")
     rows = []
-    for i, rec in enumerate(records):
-        ref_modes = [] if args.no_reference else ["t0", "anchored"]
-        rows.append(bench_image(rec, proc, repeats, reference_select, ref_modes, args.profile))
-        r = rows[-1]
-        print(f"[{i + 1}/{len(records)}] {r['image']} {r['grid']} t0 {r['t0_us']:.2f} us/tok, "
-              f"anchored {r['anchored_us']:.2f}, processor {r['processor_us']:.1f}", flush=True)
+    if not args.video_only:
+        records = pick(load_images(args.quick), per_class, classes)
+        if not records:
+            sys.exit("error: no documents/screenshots in the image set; run benchmarks/make_image_set.py")
+        for i, rec in enumerate(records):
+            ref_modes = [] if args.no_reference else ["t0", "anchored"]
+            rows.append(bench_image(rec, proc, repeats, reference_select, ref_modes, args.profile))
+            r = rows[-1]
+            print(f"[{i + 1}/{len(records)}] {r['image']} {r['grid']} t0 {r['t0_us']:.2f} us/tok, "
+                  f"anchored {r['anchored_us']:.2f}, processor {r['processor_us']:.1f}", flush=True)
+    video_rows = [] if args.no_video else run_videos(args, repeats)
     name = args.out or ("bench_selector" if not args.threads else f"bench_selector_threads{args.threads}")
-    finish(name, summarise(rows), COLUMNS, dict(
+    payload = dict(
         machine=info, processor_backend=proc.backend_name, threshold=THRESHOLD, repeats=repeats,
-        targets=dict(t0_us=TARGET_T0_US, t0_share=TARGET_T0_SHARE, anchored_us=TARGET_ANCHORED_US),
-        images=rows), args.quick)
+        targets=dict(t0_us=TARGET_T0_US, t0_share=TARGET_T0_SHARE, anchored_us=TARGET_ANCHORED_US,
+                     video_t0_vs_image=TARGET_VIDEO_T0, video_anchored_vs_image=TARGET_VIDEO_ANCHORED,
+                     video_t0_share=TARGET_VIDEO_SHARE),
+        images=rows, videos=video_rows, clip_frames=CLIP_FRAMES, scroll_px=SCROLL_PX)
+    if rows:
+        finish(name, summarise(rows), COLUMNS, payload, args.quick)
+    if video_rows:
+        print("\n# video (per token; image = the image selector on the clip's first slice as a still image)")
+        finish(f"{name}_video", video_rows, VIDEO_COLUMNS, payload, args.quick)
     return 0
 
 
