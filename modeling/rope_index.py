@@ -17,7 +17,7 @@ import torch
 from ..core.keep_mask import KeepMask
 from ..core.mrope_positions import GridSpan, pruned_mrope_positions
 
-__all__ = ["pruned_rope_index"]
+__all__ = ["pruned_rope_index", "pruned_rope_positions"]
 
 
 def pruned_rope_index(
@@ -39,7 +39,27 @@ def pruned_rope_index(
     handled exactly as stock (unpruned, one grid per frame). Raises ``ValueError`` when an image's
     placeholder run does not hold its kept-token count or a video frame's run its grid size.
     """
-    spatial_merge_size = model.config.vision_config.spatial_merge_size
+    return pruned_rope_positions(
+        input_ids, mm_token_type_ids, image_grid_thw, video_grid_thw, attention_mask, image_keep_mask,
+        spatial_merge_size=model.config.vision_config.spatial_merge_size,
+    )
+
+
+def pruned_rope_positions(
+    input_ids: torch.Tensor,
+    mm_token_type_ids: torch.Tensor,
+    image_grid_thw: torch.Tensor | None,
+    video_grid_thw: torch.Tensor | None,
+    attention_mask: torch.Tensor | None,
+    image_keep_mask: torch.Tensor | KeepMask,
+    *,
+    spatial_merge_size: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`pruned_rope_index` without a model: the merge size is given (the processor knows it).
+
+    Used where no model is at hand, e.g. a data collator that packs samples into one row and needs
+    each sample's M-RoPE positions.
+    """
     keep = KeepMask.of(image_keep_mask, image_grid_thw, spatial_merge_size)
     images = iter(range(len(keep.grids)))
     # As stock: videos are separated by timestamps, so each frame is its own grid.
