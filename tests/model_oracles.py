@@ -141,6 +141,11 @@ def masked_stock_logits(stock_model, full: dict, survives: torch.Tensor, image_k
 
     ``stock_model``'s vision config must use :data:`ORACLE_ATTENTION`.
     """
+    return masked_stock_forward(stock_model, full, survives, image_keep_mask)
+
+
+def masked_stock_forward(stock_model, full: dict, survives: torch.Tensor, image_keep_mask: torch.Tensor) -> torch.Tensor:
+    """:func:`masked_stock_logits` with autograd (the gradient oracle of the training tests)."""
     model = stock_model.model
     grid = full["image_grid_thw"]
     merge = model.visual.spatial_merge_size
