@@ -1,0 +1,293 @@
+"""A data collator that turns conversation samples into PixelPrune training batches.
+
+Each sample is a conversation in the chat format of transformers and TRL::
+
+    {"messages": [
+        {"role": "user", "content": [{"type": "image", "image": <PIL image | path | URL>},
+                                     {"type": "text", "text": "What is the total?"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "42.50"}]}],
+     "images": [...]}   # optional (TRL's layout): fills the `{"type": "image"}` parts in order
+
+The collator renders it with the processor's chat template and runs the PixelPrune processor (so
+each image expands to its *kept* number of ``<|image_pad|>`` tokens and ``image_keep_mask`` comes
+along), then builds ``labels``: the tokens of every assistant turn (its text and the closing
+``<|im_end|>``) are supervised; the prompt, image/video placeholders and padding are ``-100``.
+
+Two layouts:
+
+* padded (default): ``(B, L)`` right-padded rows with ``attention_mask``, as the stock collators;
+* padding-free (``padding_free=True``): every sample of the batch concatenated into ONE row, as
+  transformers' ``DataCollatorWithFlattening`` does. No ``attention_mask``; instead
+  ``position_ids`` of shape ``(4, 1, L)``: row 0 restarts at 0 for every sample (transformers
+  reads a restart as a sequence boundary and builds a block-diagonal causal mask, or flash-attention
+  varlen segments), rows 1-3 carry each sample's own M-RoPE (t, h, w) positions, with kept image
+  tokens at their unpruned positions (:func:`pixelprune.modeling.rope_index.pruned_rope_positions`,
+  the rule the model itself uses). The first label of every sample is ``-100`` so no token is
+  predicted across a boundary. ``use_cache=False`` comes with the batch: a model that builds a KV
+  cache during a training forward (``use_cache`` defaults to the config's ``True``) skips the
+  packed-sequence detection and would let samples attend to each other.
+
+Images of all samples are concatenated in sample order (``pixel_values``, ``image_grid_thw``,
+``image_keep_mask``), exactly as the processor would return them for the whole batch, so the vision
+tower encodes each image in its own attention segment either way.
+
+Truncation (``max_length``) is the processor's: text after the images may be cut (the answer's
+labels are cut with it; a sample whose answer is cut away entirely contributes no labels), and a
+cut through image placeholders raises the stock ``ValueError`` ("Mismatch in `image` token count").
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..core.keep_mask import tokens_per_image
+from ..modeling.rope_index import pruned_rope_positions
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["IGNORE_INDEX", "PixelPruneDataCollator"]
+
+IGNORE_INDEX = -100
+
+# Per-item keys: tensors whose first dimension runs over images / patches / videos, concatenated in
+# sample order. Everything else the processor returns is per token, shape (1, L).
+_ITEM_KEYS = ("pixel_values", "image_grid_thw", "image_keep_mask", "pixel_values_videos", "video_grid_thw")
+_TOKEN_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids")
+
+
+@dataclass
+class PixelPruneDataCollator:
+    """Collate conversation samples into PixelPrune training batches (see the module docstring).
+
+    Args:
+        processor: a PixelPrune processor (``PixelPruneQwen3VLProcessor`` / ``PixelPruneQwen3_5Processor``);
+            its settings decide the pruning. A stock processor also works (no pruning, no keep mask).
+        max_length: truncate each sample to this many tokens (after pruning), as the processor does.
+        padding_free: concatenate the batch into one row with per-sample positions (see above).
+        pad_to_multiple_of: round the padded length up (padded layout only).
+        assistant_header: the text that opens a supervised turn (ChatML, as every Qwen chat template).
+        assistant_end: the token that closes it (supervised, so the model learns to stop).
+        teacher_inputs: also return ``"teacher_inputs"``: the same samples processed WITHOUT pruning
+            (for :class:`~pixelprune.training.distillation.PixelPruneDistillationMixin`), their
+            labels cut to the same answer tokens as the student's.
+        return_flash_attn_kwargs: padding-free only: also return ``cu_seq_lens_q/k`` and
+            ``max_length_q/k`` (flash-attention varlen reads them; SDPA and eager do not need them).
+        processor_kwargs: extra keyword arguments of every processor call (e.g. ``pixelprune_threshold``).
+    """
+
+    processor: Any
+    max_length: int | None = None
+    padding_free: bool = False
+    pad_to_multiple_of: int | None = None
+    assistant_header: str = "<|im_start|>assistant\n"
+    assistant_end: str = "<|im_end|>"
+    teacher_inputs: bool = False
+    return_flash_attn_kwargs: bool = False
+    processor_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.max_length is not None and (not isinstance(self.max_length, int) or self.max_length < 1):
+            raise ValueError(f"max_length={self.max_length!r}; expected a positive int or None.")
+        if self.pad_to_multiple_of is not None and (
+            not isinstance(self.pad_to_multiple_of, int) or self.pad_to_multiple_of < 1
+        ):
+            raise ValueError(f"pad_to_multiple_of={self.pad_to_multiple_of!r}; expected a positive int or None.")
+        if self.return_flash_attn_kwargs and not self.padding_free:
+            raise ValueError("return_flash_attn_kwargs=True needs padding_free=True (it describes packed rows).")
+        tokenizer = self.processor.tokenizer
+        self._header_ids = tokenizer.encode(self.assistant_header, add_special_tokens=False)
+        end_ids = tokenizer.encode(self.assistant_end, add_special_tokens=False)
+        if len(end_ids) != 1:
+            raise ValueError(f"assistant_end={self.assistant_end!r} must be one token; it tokenizes to {end_ids}.")
+        self._end_id = end_ids[0]
+        self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        # Tokens that never carry a label: placeholders and the vision start/end markers.
+        self._vision_ids = torch.tensor(
+            [
+                i
+                for name in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
+                if (i := getattr(self.processor, name, None)) is not None
+            ]
+            + [
+                tokenizer.convert_tokens_to_ids(t)
+                for t in ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
+                if t in tokenizer.get_vocab()
+            ]
+        ).unique()
+        self._merge_size = int(self.processor.image_processor.merge_size)
+
+    # ------------------------------------------------------------------------------------------
+    # public API
+
+    def __call__(self, samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        if not samples:
+            raise ValueError("PixelPruneDataCollator received an empty batch.")
+        student = [self.encode(sample) for sample in samples]
+        batch = self._collate(student)
+        if self.teacher_inputs:
+            teacher = [self.encode(sample, prune=False, max_length=None) for sample in samples]
+            for s, t in zip(student, teacher):
+                _match_answer_tokens(s["labels"], t["labels"])
+            batch["teacher_inputs"] = self._collate(teacher)
+        return batch
+
+    def encode(self, sample: Mapping[str, Any], *, prune: bool = True, max_length: int | None = -1) -> dict:
+        """One sample's processor outputs (batch dimension 1) plus ``labels``.
+
+        ``prune=False`` disables PixelPrune for this call (the distillation teacher's input);
+        ``max_length=-1`` means the collator's own.
+        """
+        messages, images = self._messages_and_images(sample)
+        text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+        kwargs = dict(self.processor_kwargs)
+        if not prune:
+            kwargs["pixelprune_enabled"] = False
+        max_length = self.max_length if max_length == -1 else max_length
+        if max_length is not None:
+            kwargs.update(truncation=True, max_length=max_length)
+        out = self.processor(text=[text], images=images or None, return_tensors="pt", padding=False, **kwargs)
+        encoded = {k: out[k] for k in (*_TOKEN_KEYS, *_ITEM_KEYS) if k in out and out[k] is not None}
+        if "mm_token_type_ids" not in encoded:  # the stock processors return it; keep the contract anyway
+            encoded["mm_token_type_ids"] = torch.zeros_like(encoded["input_ids"], dtype=torch.int32)
+        encoded["labels"] = self.labels_for(encoded["input_ids"][0]).unsqueeze(0)
+        return encoded
+
+    def labels_for(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Labels of one row: the tokens of each assistant turn (through its end token), else -100."""
+        ids = input_ids.tolist()
+        labels = torch.full_like(input_ids, IGNORE_INDEX)
+        header, n = self._header_ids, len(self._header_ids)
+        i = 0
+        while i <= len(ids) - n:
+            if ids[i : i + n] != header:
+                i += 1
+                continue
+            start = i + n
+            end = start
+            while end < len(ids) and ids[end] != self._end_id:
+                end += 1
+            stop = min(end + 1, len(ids))  # include the end token when it survived truncation
+            labels[start:stop] = input_ids[start:stop]
+            i = stop
+        labels[torch.isin(input_ids, self._vision_ids)] = IGNORE_INDEX
+        return labels
+
+    # ------------------------------------------------------------------------------------------
+    # helpers
+
+    def _messages_and_images(self, sample: Mapping[str, Any]) -> tuple[list, list]:
+        from transformers.image_utils import load_image
+
+        if "messages" not in sample:
+            raise ValueError(
+                f"A sample needs a 'messages' list (chat format); got keys {sorted(sample)}. "
+                "See pixelprune.training.collator for the layout."
+            )
+        given = list(sample.get("images") or ([sample["image"]] if sample.get("image") is not None else []))
+        given_iter = iter(given)
+        images, messages = [], []
+        for message in sample["messages"]:
+            content = message.get("content")
+            if isinstance(content, str):
+                messages.append(dict(message))
+                continue
+            parts = []
+            for part in content:
+                if part.get("type") == "image":
+                    image = part.get("image", part.get("url", part.get("path")))
+                    if image is None:
+                        image = next(given_iter, None)
+                        if image is None:
+                            raise ValueError(
+                                f"The sample's messages hold more image parts than its {len(given)} 'images'."
+                            )
+                    images.append(load_image(image) if isinstance(image, str) else image)
+                    part = {"type": "image"}
+                elif part.get("type") == "video":
+                    raise ValueError("Video samples are not supported by PixelPruneDataCollator yet.")
+                parts.append(part)
+            messages.append({**message, "content": parts})
+        if next(given_iter, None) is not None:
+            raise ValueError(f"The sample has {len(given)} 'images' but fewer image parts in its messages.")
+        return messages, images
+
+    def _collate(self, encoded: list[dict]) -> dict[str, Any]:
+        batch: dict[str, Any] = {}
+        for key in _ITEM_KEYS:
+            parts = [e[key] for e in encoded if key in e]
+            if parts:
+                batch[key] = torch.cat(parts)
+        if self.padding_free:
+            batch.update(self._pack(encoded, batch))
+        else:
+            batch.update(self._pad(encoded))
+        return batch
+
+    def _pad(self, encoded: list[dict]) -> dict[str, torch.Tensor]:
+        length = max(e["input_ids"].shape[1] for e in encoded)
+        if self.pad_to_multiple_of:
+            length = -(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        fill = {"input_ids": self._pad_id, "attention_mask": 0, "mm_token_type_ids": 0, "labels": IGNORE_INDEX}
+        out = {}
+        for key, value in fill.items():
+            rows = []
+            for e in encoded:
+                row = e[key][0]
+                rows.append(torch.cat([row, row.new_full((length - row.numel(),), value)]))
+            out[key] = torch.stack(rows)
+        return out
+
+    def _pack(self, encoded: list[dict], items: dict) -> dict[str, Any]:
+        positions, labels = [], []
+        for e in encoded:
+            positions.append(self._positions(e))
+            row = e["labels"][0].clone()
+            row[0] = IGNORE_INDEX  # never predict a sample's first token from the previous sample
+            labels.append(row)
+        lengths = [e["input_ids"].shape[1] for e in encoded]
+        out: dict[str, Any] = {
+            "input_ids": torch.cat([e["input_ids"][0] for e in encoded])[None],
+            "mm_token_type_ids": torch.cat([e["mm_token_type_ids"][0] for e in encoded])[None],
+            "labels": torch.cat(labels)[None],
+            "position_ids": torch.cat(positions, dim=1)[:, None],
+            "use_cache": False,
+        }
+        if self.return_flash_attn_kwargs:
+            cu = torch.tensor([0, *lengths], dtype=torch.int32).cumsum(0, dtype=torch.int32)
+            out.update(cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=max(lengths), max_length_k=max(lengths))
+        return out
+
+    def _positions(self, e: dict) -> torch.Tensor:
+        """(4, L) positions of one sample: text positions (0..L-1) over its M-RoPE (t, h, w) rows."""
+        ids = e["input_ids"]
+        text = torch.arange(ids.shape[1], dtype=torch.long)
+        grid = e.get("image_grid_thw")
+        if grid is None:  # text only (videos are refused in _messages_and_images)
+            return text.expand(4, -1).clone()
+        keep = e.get("image_keep_mask")
+        if keep is None:  # pruning disabled: keeping every token gives the stock positions
+            keep = torch.ones(sum(tokens_per_image(grid, self._merge_size)), dtype=torch.bool)
+        mrope, _ = pruned_rope_positions(
+            ids, e["mm_token_type_ids"], grid, None, None, keep, spatial_merge_size=self._merge_size
+        )
+        return torch.cat([text[None], mrope[:, 0].long()])
+
+
+def _match_answer_tokens(student_labels: torch.Tensor, teacher_labels: torch.Tensor) -> None:
+    """Cut the teacher's labels (in place) to the student's answer tokens.
+
+    Both rows hold the same answer tokens in the same order; the student's may be truncated by
+    ``max_length`` (the teacher is never truncated), so the teacher keeps only as many as survive.
+    """
+    s_pos = (student_labels[0] != IGNORE_INDEX).nonzero().flatten()
+    t_pos = (teacher_labels[0] != IGNORE_INDEX).nonzero().flatten()
+    if t_pos.numel() < s_pos.numel() or not torch.equal(
+        student_labels[0, s_pos], teacher_labels[0, t_pos[: s_pos.numel()]]
+    ):
+        raise ValueError("The unpruned (teacher) sample does not hold the student's answer tokens.")
+    teacher_labels[0, t_pos[s_pos.numel():]] = IGNORE_INDEX
