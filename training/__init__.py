@@ -12,7 +12,7 @@ Needs transformers (and TRL / PEFT only if you use them): ``pip install "pixelpr
 
 from __future__ import annotations
 
-from .collator import IGNORE_INDEX, PixelPruneDataCollator
+from .collator import IGNORE_INDEX, PixelPruneDataCollator, pack_samples, pad_samples
 from .losses import answer_cross_entropy, answer_logits, distillation_kl
 from .trainer import PixelPruneTrainer, PixelPruneTrainerMixin
 
@@ -22,6 +22,8 @@ __all__ = [
     "PixelPruneTrainer",
     "PixelPruneTrainerMixin",
     "answer_cross_entropy",
+    "pack_samples",
+    "pad_samples",
     "answer_logits",
     "distillation_kl",
 ]

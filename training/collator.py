@@ -50,7 +50,7 @@ from ..modeling.rope_index import pruned_rope_positions
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["IGNORE_INDEX", "PixelPruneDataCollator"]
+__all__ = ["IGNORE_INDEX", "PixelPruneDataCollator", "pack_samples", "pad_samples", "sample_position_ids"]
 
 IGNORE_INDEX = -100
 
@@ -217,65 +217,77 @@ class PixelPruneDataCollator:
         return messages, images
 
     def _collate(self, encoded: list[dict]) -> dict[str, Any]:
-        batch: dict[str, Any] = {}
-        for key in _ITEM_KEYS:
-            parts = [e[key] for e in encoded if key in e]
-            if parts:
-                batch[key] = torch.cat(parts)
         if self.padding_free:
-            batch.update(self._pack(encoded, batch))
-        else:
-            batch.update(self._pad(encoded))
-        return batch
+            return pack_samples(encoded, self._merge_size, return_flash_attn_kwargs=self.return_flash_attn_kwargs)
+        return pad_samples(encoded, self._pad_id, pad_to_multiple_of=self.pad_to_multiple_of)
 
-    def _pad(self, encoded: list[dict]) -> dict[str, torch.Tensor]:
-        length = max(e["input_ids"].shape[1] for e in encoded)
-        if self.pad_to_multiple_of:
-            length = -(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of
-        fill = {"input_ids": self._pad_id, "attention_mask": 0, "mm_token_type_ids": 0, "labels": IGNORE_INDEX}
-        out = {}
-        for key, value in fill.items():
-            rows = []
-            for e in encoded:
-                row = e[key][0]
-                rows.append(torch.cat([row, row.new_full((length - row.numel(),), value)]))
-            out[key] = torch.stack(rows)
-        return out
 
-    def _pack(self, encoded: list[dict], items: dict) -> dict[str, Any]:
-        positions, labels = [], []
+def _items(encoded: list[dict]) -> dict[str, torch.Tensor]:
+    """Per-item tensors (pixels, grids, keep masks) of all samples, concatenated in sample order."""
+    out = {}
+    for key in _ITEM_KEYS:
+        parts = [e[key] for e in encoded if key in e]
+        if parts:
+            out[key] = torch.cat(parts)
+    return out
+
+
+def pad_samples(encoded: list[dict], pad_token_id: int, *, pad_to_multiple_of: int | None = None) -> dict[str, Any]:
+    """Right-pad single-sample encodings (``input_ids``, ``attention_mask``, ``mm_token_type_ids``,
+    ``labels`` of shape ``(1, L_i)`` plus per-item tensors) into one ``(B, L)`` batch."""
+    length = max(e["input_ids"].shape[1] for e in encoded)
+    if pad_to_multiple_of:
+        length = -(-length // pad_to_multiple_of) * pad_to_multiple_of
+    fill = {"input_ids": pad_token_id, "attention_mask": 0, "mm_token_type_ids": 0, "labels": IGNORE_INDEX}
+    out: dict[str, Any] = _items(encoded)
+    for key, value in fill.items():
+        rows = []
         for e in encoded:
-            positions.append(self._positions(e))
-            row = e["labels"][0].clone()
-            row[0] = IGNORE_INDEX  # never predict a sample's first token from the previous sample
-            labels.append(row)
-        lengths = [e["input_ids"].shape[1] for e in encoded]
-        out: dict[str, Any] = {
-            "input_ids": torch.cat([e["input_ids"][0] for e in encoded])[None],
-            "mm_token_type_ids": torch.cat([e["mm_token_type_ids"][0] for e in encoded])[None],
-            "labels": torch.cat(labels)[None],
-            "position_ids": torch.cat(positions, dim=1)[:, None],
-            "use_cache": False,
-        }
-        if self.return_flash_attn_kwargs:
-            cu = torch.tensor([0, *lengths], dtype=torch.int32).cumsum(0, dtype=torch.int32)
-            out.update(cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=max(lengths), max_length_k=max(lengths))
-        return out
+            row = e[key][0] if key in e else torch.ones_like(e["input_ids"][0])  # attention_mask may be absent
+            rows.append(torch.cat([row, row.new_full((length - row.numel(),), value)]))
+        out[key] = torch.stack(rows)
+    return out
 
-    def _positions(self, e: dict) -> torch.Tensor:
-        """(4, L) positions of one sample: text positions (0..L-1) over its M-RoPE (t, h, w) rows."""
-        ids = e["input_ids"]
-        text = torch.arange(ids.shape[1], dtype=torch.long)
-        grid = e.get("image_grid_thw")
-        if grid is None:  # text only (videos are refused in _messages_and_images)
-            return text.expand(4, -1).clone()
-        keep = e.get("image_keep_mask")
-        if keep is None:  # pruning disabled: keeping every token gives the stock positions
-            keep = torch.ones(sum(tokens_per_image(grid, self._merge_size)), dtype=torch.bool)
-        mrope, _ = pruned_rope_positions(
-            ids, e["mm_token_type_ids"], grid, None, None, keep, spatial_merge_size=self._merge_size
-        )
-        return torch.cat([text[None], mrope[:, 0].long()])
+
+def pack_samples(encoded: list[dict], merge_size: int, *, return_flash_attn_kwargs: bool = False) -> dict[str, Any]:
+    """Concatenate single-sample encodings into one padding-free row (the module docstring's layout).
+
+    Each sample gets its own positions: row 0 ``0..L_i-1`` (the packed-sequence boundary transformers
+    detects), rows 1-3 its M-RoPE positions with kept image tokens at their unpruned places.
+    """
+    positions, labels = [], []
+    for e in encoded:
+        positions.append(sample_position_ids(e, merge_size))
+        row = e["labels"][0].clone()
+        row[0] = IGNORE_INDEX  # never predict a sample's first token from the previous sample
+        labels.append(row)
+    lengths = [e["input_ids"].shape[1] for e in encoded]
+    out: dict[str, Any] = _items(encoded)
+    out.update(
+        input_ids=torch.cat([e["input_ids"][0] for e in encoded])[None],
+        mm_token_type_ids=torch.cat([e["mm_token_type_ids"][0] for e in encoded])[None],
+        labels=torch.cat(labels)[None],
+        position_ids=torch.cat(positions, dim=1)[:, None],
+        use_cache=False,
+    )
+    if return_flash_attn_kwargs:
+        cu = torch.tensor([0, *lengths], dtype=torch.int32).cumsum(0, dtype=torch.int32)
+        out.update(cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=max(lengths), max_length_k=max(lengths))
+    return out
+
+
+def sample_position_ids(e: dict, merge_size: int) -> torch.Tensor:
+    """(4, L) positions of one sample: text positions (0..L-1) over its M-RoPE (t, h, w) rows."""
+    ids = e["input_ids"]
+    text = torch.arange(ids.shape[1], dtype=torch.long)
+    grid = e.get("image_grid_thw")
+    if grid is None:  # text only (videos are refused by the collator)
+        return text.expand(4, -1).clone()
+    keep = e.get("image_keep_mask")
+    if keep is None:  # pruning disabled: keeping every token gives the stock positions
+        keep = torch.ones(sum(tokens_per_image(grid, merge_size)), dtype=torch.bool)
+    mrope, _ = pruned_rope_positions(ids, e["mm_token_type_ids"], grid, None, None, keep, spatial_merge_size=merge_size)
+    return torch.cat([text[None], mrope[:, 0].long()])
 
 
 def _match_answer_tokens(student_labels: torch.Tensor, teacher_labels: torch.Tensor) -> None:
