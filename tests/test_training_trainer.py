@@ -15,6 +15,7 @@ from images import document_image, noise_image
 from tiny_models import cached_tiny_checkpoint
 
 transformers = pytest.importorskip("transformers")
+pytest.importorskip("accelerate")  # transformers.Trainer needs it (hf-lo does not install it)
 
 from pixelprune.modeling import PixelPruneQwen3VLForConditionalGeneration  # noqa: E402
 from pixelprune.processing.processing_pixelprune import PixelPruneQwen3VLProcessor  # noqa: E402
@@ -145,8 +146,9 @@ def logged_first_loss(trainer) -> float:
 def test_trl_sft_trainer_reports_the_models_own_loss(ckpt, processor, tmp_path, padding_free):
     """TRL's SFTTrainer (its own fused-head loss) on our batches, learning rate 0: the logged loss is the
     model's stock loss on the same batch."""
-    from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
+    Dataset = pytest.importorskip("datasets").Dataset
+    trl = pytest.importorskip("trl")
+    SFTConfig, SFTTrainer = trl.SFTConfig, trl.SFTTrainer
 
     samples = pages() + [chat(None, "Text only?", "Yes.")]
     rows = [{"images": [s["messages"][0]["content"][0]["image"]] if i < 3 else [],
@@ -195,8 +197,8 @@ def test_gradient_checkpointing_gives_the_same_gradients(ckpt, processor):
 
 
 def test_lora_on_llm_and_vision_trains_saves_and_reloads_with_settings(ckpt, processor, tmp_path):
-    from peft import LoraConfig, PeftModel, get_peft_model
-
+    peft = pytest.importorskip("peft")
+    LoraConfig, PeftModel, get_peft_model = peft.LoraConfig, peft.PeftModel, peft.get_peft_model
     sys.path.insert(0, str(REPO / "examples"))
     from finetune import LLM_TARGETS, VISION_TARGETS
 
@@ -251,6 +253,8 @@ def write_dataset(folder: Path) -> Path:
     ["--trainer", "sft", "--lora", "--lora-vision", "--distill", "0.5", "--gradient-checkpointing", "--threshold", "0.02"],
 ], ids=["trainer-packed", "sft-lora-distill"])
 def test_finetune_example_end_to_end(ckpt, tmp_path, extra):
+    for package in ("datasets", *(("trl", "peft") if "sft" in extra else ())):
+        pytest.importorskip(package)
     sys.path.insert(0, str(REPO / "examples"))
     import finetune
 
@@ -270,6 +274,7 @@ def test_finetune_example_end_to_end(ckpt, tmp_path, extra):
 
 
 def test_finetune_example_refuses_packing_for_linear_attention(tmp_path_factory, tmp_path):
+    pytest.importorskip("datasets")
     sys.path.insert(0, str(REPO / "examples"))
     import finetune
 
