@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from images import document_image, noise_image
-from tiny_models import cached_tiny_checkpoint
+from tiny_models import build_tiny_checkpoint
 
 pytest.importorskip("transformers")
 
@@ -21,7 +21,7 @@ from pixelprune.training import IGNORE_INDEX, PixelPruneDataCollator  # noqa: E4
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    return cached_tiny_checkpoint("qwen3_vl", tmp_path_factory.mktemp("coll"))
+    return build_tiny_checkpoint("qwen3_vl", tmp_path_factory.mktemp("coll") / "qwen3_vl")
 
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,13 @@ import pytest
 import torch
 
 from images import document_image, noise_image
-from test_modeling_qwen3_vl_helpers import (
+from model_oracles import (
     ORACLE_ATTENTION,
     masked_stock_forward,
     register_oracle_attention,
     stock_inputs_for,
 )
-from tiny_models import cached_tiny_checkpoint
+from tiny_models import build_tiny_checkpoint
 
 transformers = pytest.importorskip("transformers")
 
@@ -41,7 +41,7 @@ ATOL = 1e-5
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    return cached_tiny_checkpoint("qwen3_vl", tmp_path_factory.mktemp("train_grad"))
+    return build_tiny_checkpoint("qwen3_vl", tmp_path_factory.mktemp("train_grad") / "qwen3_vl")
 
 
 @pytest.fixture(scope="module")

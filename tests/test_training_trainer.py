@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from images import document_image, noise_image
-from tiny_models import cached_tiny_checkpoint
+from tiny_models import build_tiny_checkpoint
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")  # transformers.Trainer needs it (hf-lo does not install it)
@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    return cached_tiny_checkpoint("qwen3_vl", tmp_path_factory.mktemp("trainer"))
+    return build_tiny_checkpoint("qwen3_vl", tmp_path_factory.mktemp("trainer") / "qwen3_vl")
 
 
 @pytest.fixture(scope="module")
@@ -278,7 +278,7 @@ def test_finetune_example_refuses_packing_for_linear_attention(tmp_path_factory,
     sys.path.insert(0, str(REPO / "examples"))
     import finetune
 
-    qwen3_5 = cached_tiny_checkpoint("qwen3_5", tmp_path_factory.mktemp("q35"))
+    qwen3_5 = build_tiny_checkpoint("qwen3_5", tmp_path_factory.mktemp("q35") / "qwen3_5")
     with pytest.raises(SystemExit, match="linear-attention"):
         finetune.main(["--model", str(qwen3_5), "--data", str(write_dataset(tmp_path / "d")),
                        "--output-dir", str(tmp_path / "o"), "--packing"])
