@@ -23,6 +23,7 @@ import torch
 
 __all__ = [
     "KEEP_MASK_KEY",
+    "VIDEO_KEEP_MASK_KEY",
     "KeepMask",
     "tokens_per_image",
     "validate_keep_mask",
@@ -35,6 +36,16 @@ __all__ = [
 KEEP_MASK_KEY = "image_keep_mask"
 """The name of the mask everywhere: processor output key, model keyword, vLLM multimodal field."""
 
+VIDEO_KEEP_MASK_KEY = "video_keep_mask"
+"""The video counterpart (``docs/ALGORITHM.md`` section 7): one entry per merged token of every
+video, videos concatenated in ``video_grid_thw`` order, each video's temporal slices in order,
+raster order within a slice (the order of ``pixel_values_videos``). Every slice keeps at least
+its first token, so each slice's ``<|video_pad|>`` run is never empty."""
+
+
+def _noun(name: str) -> str:
+    return "video" if name == VIDEO_KEEP_MASK_KEY else "image"
+
 
 def tokens_per_image(image_grid_thw: torch.Tensor | Sequence[Sequence[int]], merge_size: int) -> list[int]:
     """Number of merged (LLM) tokens of each image: ``t * h * w / merge_size**2``.
@@ -44,27 +55,28 @@ def tokens_per_image(image_grid_thw: torch.Tensor | Sequence[Sequence[int]], mer
     return [int(t * h * w) // (merge_size**2) for t, h, w in grids]
 
 
-def _checked_flat_mask(image_keep_mask: Any, image_grid_thw: Any) -> torch.Tensor:
+def _checked_flat_mask(image_keep_mask: Any, image_grid_thw: Any, name: str = KEEP_MASK_KEY) -> torch.Tensor:
     """The structural checks, before any value of the mask is read (so that a mask on the
     ``meta`` device or of a wrong dtype gets the documented ``ValueError``, not a torch error)."""
+    noun = _noun(name)
     if image_grid_thw is None:
-        raise ValueError("`image_keep_mask` was given without `image_grid_thw`; pass both (the processor returns both).")
+        raise ValueError(f"`{name}` was given without `{noun}_grid_thw`; pass both (the processor returns both).")
     if not isinstance(image_keep_mask, torch.Tensor):
-        raise ValueError(f"`image_keep_mask` must be a torch.Tensor, got {type(image_keep_mask).__name__}.")
+        raise ValueError(f"`{name}` must be a torch.Tensor, got {type(image_keep_mask).__name__}.")
     if image_keep_mask.dim() != 1:
         raise ValueError(
-            f"`image_keep_mask` must be 1-D (one entry per merged token of every image), "
+            f"`{name}` must be 1-D (one entry per merged token of every {noun}), "
             f"got shape {tuple(image_keep_mask.shape)}."
         )
     if image_keep_mask.dtype != torch.bool and (
         image_keep_mask.is_floating_point() or image_keep_mask.is_complex()
     ):
         raise ValueError(
-            f"`image_keep_mask` must be a bool tensor (or integers 0/1), got dtype {image_keep_mask.dtype}."
+            f"`{name}` must be a bool tensor (or integers 0/1), got dtype {image_keep_mask.dtype}."
         )
     if image_keep_mask.device.type == "meta":
         raise ValueError(
-            "`image_keep_mask` is on the meta device and holds no values; pass the processor's mask "
+            f"`{name}` is on the meta device and holds no values; pass the processor's mask "
             "(on the CPU or the model's device)."
         )
     return image_keep_mask
@@ -81,10 +93,11 @@ class KeepMask:
         merge_size: the spatial merge size the mask was checked against.
         totals: merged tokens of each image (``t * h * w / merge_size**2``).
         kept: kept merged tokens of each image.
+        name: :data:`KEEP_MASK_KEY` or :data:`VIDEO_KEEP_MASK_KEY` (which input it validates).
 
-    Video: a grid with ``t > 1`` holds ``t`` slices of ``h * w / merge_size**2`` tokens each, in
-    slice order (:attr:`frame_tokens`, :meth:`kept_per_frame`); the same value describes a video
-    keep mask once the selector produces one (docs/DESIGN.md, "Video").
+    Video (``name=VIDEO_KEEP_MASK_KEY``): a grid with ``t`` slices of ``h * w / merge_size**2``
+    tokens each, in slice order (:meth:`frame_tokens`, :meth:`kept_per_frame`); every slice must
+    keep at least one token (its run of placeholders sits between two timestamps).
     """
 
     mask: torch.Tensor
@@ -92,44 +105,64 @@ class KeepMask:
     merge_size: int
     totals: tuple[int, ...]
     kept: tuple[int, ...]
+    name: str = KEEP_MASK_KEY
 
     @classmethod
-    def build(cls, image_keep_mask: Any, image_grid_thw: Any, merge_size: int) -> KeepMask:
+    def build(cls, image_keep_mask: Any, image_grid_thw: Any, merge_size: int, *, name: str = KEEP_MASK_KEY) -> KeepMask:
         """Check ``image_keep_mask`` against ``image_grid_thw`` (see :func:`validate_keep_mask`
-        for the errors) and return the value. Reads the mask (and the grid) to the CPU once."""
-        mask = _checked_flat_mask(image_keep_mask, image_grid_thw).detach().to("cpu")
+        for the errors) and return the value. Reads the mask (and the grid) to the CPU once.
+        ``name`` says which mask it is (errors name it; a video mask is checked per slice)."""
+        noun = _noun(name)
+        mask = _checked_flat_mask(image_keep_mask, image_grid_thw, name).detach().to("cpu")
         if mask.dtype != torch.bool:
             if not bool(((mask == 0) | (mask == 1)).all()):
                 raise ValueError(
-                    f"`image_keep_mask` must be a bool tensor (or integers 0/1), got dtype {mask.dtype}."
+                    f"`{name}` must be a bool tensor (or integers 0/1), got dtype {mask.dtype}."
                 )
             mask = mask.bool()
         grids = tuple(tuple(int(v) for v in row) for row in torch.as_tensor(image_grid_thw).reshape(-1, 3).tolist())
         counts = tokens_per_image(grids, merge_size)
         if mask.numel() != sum(counts):
             raise ValueError(
-                f"`image_keep_mask` has {mask.numel()} entries but `image_grid_thw` describes "
-                f"{sum(counts)} merged tokens ({counts} per image, merge_size={merge_size})."
+                f"`{name}` has {mask.numel()} entries but `{noun}_grid_thw` describes "
+                f"{sum(counts)} merged tokens ({counts} per {noun}, merge_size={merge_size})."
             )
         kept = tuple(int(m.sum()) for m in torch.split(mask, counts))  # CPU: no device sync
         empty = [i for i, k in enumerate(kept) if k == 0]
         if empty:
-            raise ValueError(f"`image_keep_mask` keeps no token of image(s) {empty}; every image must keep at least one.")
-        return cls(mask, grids, int(merge_size), tuple(counts), kept)
+            raise ValueError(f"`{name}` keeps no token of {noun}(s) {empty}; every {noun} must keep at least one.")
+        value = cls(mask, grids, int(merge_size), tuple(counts), kept, name)
+        if name == VIDEO_KEEP_MASK_KEY:
+            empty_slices = [
+                (v, s) for v, (m, (t, _, _)) in enumerate(zip(value.per_image, grids))
+                for s in torch.nonzero(m.view(t, -1).sum(-1) == 0).reshape(-1).tolist()
+            ]
+            if empty_slices:
+                raise ValueError(
+                    f"`{name}` keeps no token of (video, temporal slice) {empty_slices}; every slice must "
+                    "keep at least one (the selector always keeps its first token)."
+                )
+        return value
 
     @classmethod
-    def of(cls, value: KeepMask | torch.Tensor, image_grid_thw: Any, merge_size: int) -> KeepMask:
+    def of(
+        cls, value: KeepMask | torch.Tensor, image_grid_thw: Any, merge_size: int, *, name: str = KEEP_MASK_KEY
+    ) -> KeepMask:
         """``value`` itself when it is a :class:`KeepMask` built for this many images and this
         merge size (it was validated where it entered), else :meth:`build` from the raw tensor."""
         if isinstance(value, KeepMask):
+            noun = _noun(name)
             num_images = None if image_grid_thw is None else int(torch.as_tensor(image_grid_thw).reshape(-1, 3).shape[0])
-            if value.merge_size != merge_size or (num_images is not None and num_images != len(value.grids)):
+            if value.name != name or value.merge_size != merge_size or (
+                num_images is not None and num_images != len(value.grids)
+            ):
                 raise ValueError(
-                    f"The keep mask was built for {len(value.grids)} image(s) with merge_size={value.merge_size}, "
-                    f"but is used with {num_images} image(s) and merge_size={merge_size}."
+                    f"The keep mask `{value.name}` was built for {len(value.grids)} {_noun(value.name)}(s) with "
+                    f"merge_size={value.merge_size}, but is used as `{name}` with {num_images} {noun}(s) and "
+                    f"merge_size={merge_size}."
                 )
             return value
-        return cls.build(value, image_grid_thw, merge_size)
+        return cls.build(value, image_grid_thw, merge_size, name=name)
 
     @property
     def num_kept(self) -> int:

@@ -82,6 +82,8 @@ class PixelPruneSettings:
         anchored: compare against reconstructions (True) or originals (False);
             ``None`` means anchored iff threshold > 0.
         verbose: log per-image statistics at INFO level.
+        video: prune videos too (``docs/ALGORITHM.md`` section 7). Off by default: video pruning
+            is opt-in until an accuracy study exists; images are pruned regardless.
     """
 
     enabled: bool = True
@@ -90,16 +92,23 @@ class PixelPruneSettings:
     method: str = "pred_2d"
     anchored: bool | None = None
     verbose: bool = False
+    video: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "enabled", _parse_bool("enabled", self.enabled))
         object.__setattr__(self, "verbose", _parse_bool("verbose", self.verbose))
+        object.__setattr__(self, "video", _parse_bool("video", self.video))
         object.__setattr__(self, "anchored", _parse_optional_bool("anchored", self.anchored))
         threshold = validate_threshold(self.threshold)
         metric = validate_metric(self.metric, threshold)
         object.__setattr__(self, "threshold", threshold)
         object.__setattr__(self, "metric", metric)
         object.__setattr__(self, "method", validate_method(self.method))
+
+    @property
+    def prunes_videos(self) -> bool:
+        """Videos are pruned: pruning is on and video pruning was opted into."""
+        return self.enabled and self.video
 
     @property
     def is_anchored(self) -> bool:
