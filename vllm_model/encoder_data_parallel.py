@@ -108,7 +108,8 @@ def rank_inputs(pixel_values: torch.Tensor, keep: KeepMask, images: list[int]) -
     rows = torch.cat([starts[i] + torch.nonzero(patch_keep_mask(keep.per_image[i], keep.merge_size)).reshape(-1)
                       for i in images])
     local = KeepMask(torch.cat([keep.per_image[i] for i in images]), tuple(keep.grids[i] for i in images),
-                     keep.merge_size, tuple(keep.totals[i] for i in images), tuple(keep.kept[i] for i in images))
+                     keep.merge_size, tuple(keep.totals[i] for i in images), tuple(keep.kept[i] for i in images),
+                     keep.name)
     return pixel_values.index_select(0, rows.to(pixel_values.device)), local
 
 
