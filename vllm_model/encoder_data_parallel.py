@@ -1,5 +1,9 @@
 """``--mm-encoder-tp-mode data`` for PixelPrune: the ViT runs data-parallel over KEPT patches.
 
+Images and videos alike: vLLM encodes each modality of a batch in its own call, and a video is
+one item (its slices stay on one rank, each slice one attention sequence of its kept length, as
+on a single rank); "image" below means either.
+
 With ``mm_encoder_tp_mode="data"`` vLLM replicates the (small) ViT on every tensor-parallel rank
 and splits the images of a batch between ranks (``run_dp_sharded_mrope_vision_model``): images are
 balanced by patch count with :func:`vllm.model_executor.models.vision.get_load_balance_assignment`,
