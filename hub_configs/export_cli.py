@@ -17,7 +17,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add ``pixelprune export``'s arguments to ``parser``."""
     parser.add_argument("base", metavar="BASE", help="stock checkpoint: a local folder or a Hub model id")
     parser.add_argument("out", metavar="OUT", help="folder to write the PixelPrune repo into")
-    add_settings_arguments(parser, defaults_from="the settings BASE carries, else threshold 0, max, pred_2d")
+    add_settings_arguments(parser, defaults_from="the settings BASE carries, else threshold 0, max, pred_2d, no video",
+                           video_flag=True)
     weights = parser.add_mutually_exclusive_group()
     weights.add_argument("--link-weights", dest="weights", action="store_const", const="link",
                          help="symlink the weight files to BASE's (default; copies where links fail)")

@@ -85,6 +85,8 @@ def _settings_table(settings: PixelPruneSettings) -> str:
         ("method", settings.method, "`pred_2d` (2-D predictor) / `raster` / `serpentine`"),
         ("anchored", "auto" if settings.anchored is None else str(settings.anchored).lower(),
          f"compare with reconstructions (effective here: {mode})"),
+        ("video", str(settings.video).lower(),
+         "prune videos too (temporal + spatial, before the ViT); opt-in until an accuracy study exists"),
     ]
     lines = ["| setting | value | meaning |", "|---|---|---|"]
     lines += [f"| `{name}` | {value} | {meaning} |" for name, value, meaning in rows]

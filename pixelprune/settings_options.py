@@ -14,8 +14,10 @@ from .core.settings import METHODS, METRIC_ALIASES, METRICS
 __all__ = ["add_settings_arguments", "settings_overrides"]
 
 
-def add_settings_arguments(parser: argparse.ArgumentParser, *, defaults_from: str) -> None:
-    """Add ``--threshold``, ``--metric``, ``--method`` and ``--anchored`` / ``--sliding``.
+def add_settings_arguments(parser: argparse.ArgumentParser, *, defaults_from: str, video_flag: bool = False) -> None:
+    """Add ``--threshold``, ``--metric``, ``--method`` and ``--anchored`` / ``--sliding``; with
+    ``video_flag``, also ``--video`` / ``--no-video`` (the saved ``video`` setting: for commands
+    that write settings, not for ``inspect``, which prunes the files it is given).
 
     ``defaults_from`` completes the help's "default:" clauses (where unset values come from).
     """
@@ -41,9 +43,15 @@ def add_settings_arguments(parser: argparse.ArgumentParser, *, defaults_from: st
         "--sliding", dest="anchored", action="store_const", const=False,
         help="compare with the original neighbours",
     )
+    if video_flag:
+        parser.add_argument(
+            "--video", action=argparse.BooleanOptionalAction, default=None,
+            help=f"prune videos too (docs/ALGORITHM.md section 7; opt-in; default: {defaults_from})",
+        )
 
 
 def settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The settings the user set on the command line, as ``PixelPruneSettings`` field names."""
-    given = {"threshold": args.threshold, "metric": args.metric, "method": args.method, "anchored": args.anchored}
+    given = {"threshold": args.threshold, "metric": args.metric, "method": args.method, "anchored": args.anchored,
+             "video": getattr(args, "video", None)}
     return {name: value for name, value in given.items() if value is not None}

@@ -103,7 +103,7 @@ def _expected_remote_files() -> set[str]:
     return {
         "qwen3_vl.py", "transformers_compat.py", "pixelprune_mixin.py", "keep_mask.py", "rope_index.py",
         "mrope_positions.py", "kept_patch_encoding.py", "processing_pixelprune.py", "pruning.py", "selector.py", "settings.py",
-        "token_distances.py",
+        "token_distances.py", "video_selector.py",
     }
 
 
@@ -477,3 +477,18 @@ def test_non_finite_threshold_is_refused_and_nothing_written(base, tmp_path, cap
 
     with pytest.raises(ExportError, match="would not be strict JSON"):
         json_bytes({"threshold": float("inf")}, "processor_config.json")
+
+
+def test_cli_export_video_setting_is_saved_and_shown_in_the_card(base, tmp_path):
+    """`--video` is saved with the repo (the processor then prunes videos by default) and the
+    card's settings table shows it; without the flag the saved value stays the default (off)."""
+    out = tmp_path / "repo"
+    assert main(["export", str(base), str(out), "--video", "--copy-weights",
+                 "--sample-images", str(base / "config.json")]) == 0
+    saved = json.loads((out / "processor_config.json").read_text())["pixelprune"]
+    assert saved["video"] is True and PixelPruneSettings.from_dict(saved).prunes_videos
+    assert "| `video` | true |" in (out / "README.md").read_text()
+    plain = tmp_path / "plain"
+    assert main(["export", str(base), str(plain), "--copy-weights", "--sample-images", str(base / "config.json")]) == 0
+    assert json.loads((plain / "processor_config.json").read_text())["pixelprune"]["video"] is False
+    assert "| `video` | false |" in (plain / "README.md").read_text()
