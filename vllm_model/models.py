@@ -220,13 +220,11 @@ class PixelPruneModelMixin:
                 keep = KeepMask.build(data[KEEP_MASK_KEY].data.reshape(-1), [[t, h, w]], merge_size)
                 spans.append(GridSpan(feature.mm_position.offset, h // merge_size, w // merge_size, keep.kept_indices[0]))
                 continue
-            slice_kept: list[torch.Tensor | None] | None = None
+            slice_kept: list[torch.Tensor] | None = None
             if feature.modality == "video" and data is not None and VIDEO_KEEP_MASK_KEY in data:
                 keep = KeepMask.build(data[VIDEO_KEEP_MASK_KEY].data.reshape(-1), data["video_grid_thw"].data,
                                       merge_size, name=VIDEO_KEEP_MASK_KEY)
-                t = keep.grids[0][0]
-                slice_kept = [None if bool(m.all()) else torch.nonzero(m).reshape(-1)
-                              for m in keep.per_image[0].view(t, -1)]
+                slice_kept = list(keep.frame_kept_indices(0))
             # One span per image / video slice, found by the stock walk (a slice's run sits between
             # its own vision start/end tokens, after its timestamp).
             frames = list(Qwen3VLForConditionalGeneration._iter_mm_grid_hw(

@@ -276,14 +276,16 @@ def _exact_float(pixel_values: torch.Tensor) -> torch.Tensor:
 def video_slice_runs(token_ids: Sequence[int], vision_start_token_id: int, vision_end_token_id: int,
                      video_token_id: int) -> list[int]:
     """Length of the ``<|video_pad|>`` run between each ``<|vision_start|>`` / ``<|vision_end|>``
-    pair of an expanded video (one per temporal slice, in order)."""
+    pair holding video tokens (one per temporal slice of every video, in order; a slice always
+    keeps at least one token, and image pairs hold none)."""
     runs: list[int] = []
     count: int | None = None
     for token in token_ids:
         if token == vision_start_token_id:
             count = 0
         elif token == vision_end_token_id and count is not None:
-            runs.append(count)
+            if count:
+                runs.append(count)
             count = None
         elif token == video_token_id and count is not None:
             count += 1
