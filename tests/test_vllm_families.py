@@ -88,8 +88,6 @@ def test_parity_with_transformers(family, tmp_path_factory):
         assert sum(ref["kept"]) < sum(ref["total"])  # the images were pruned
         assert len(out.prompt_token_ids) == ref["prompt_len"]
         assert list(out.outputs[0].token_ids) == ref["tokens"]
-    if video_cases and hf[len(cases)]["video_kept"] == hf[len(cases)]["video_total"]:
-        pytest.skip("the transformers classes in PIXELPRUNE_HF_PYTHON do not prune videos yet (image cases passed)")
     for ref, out in zip(hf[len(cases):], outs[len(cases):], strict=True):
         assert sum(ref["video_kept"][0]) < sum(ref["video_total"][0])  # the video was pruned
         runs = video_slice_runs(out.prompt_token_ids, config.vision_start_token_id, config.vision_end_token_id,
