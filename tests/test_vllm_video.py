@@ -23,9 +23,10 @@ import pytest
 
 pytest.importorskip("vllm")
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from images import sparse_blocks_image  # noqa: E402
+from images import noise_video, sparse_blocks_image  # noqa: E402
 from vllm_harness import (  # noqa: E402
     CHAT,
     IMAGE,
@@ -35,7 +36,6 @@ from vllm_harness import (  # noqa: E402
     configure_vllm_env,
     hf_generate,
     hf_python,
-    noise_video,
     pixelprune_copy,
     save_images,
     save_videos,
@@ -151,7 +151,7 @@ def checkpoint(work):
 
 @pytest.fixture(scope="module")
 def videos():
-    return {"screen": screen_video(), "smooth": smooth_video(), "noise": noise_video()}
+    return {"screen": screen_video(), "smooth": smooth_video(), "noise": np.stack([np.asarray(f) for f in noise_video()])}
 
 
 @pytest.fixture(scope="module")

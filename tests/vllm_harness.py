@@ -135,11 +135,6 @@ def smooth_video(frames: int = 4, width: int = 128, height: int = 96) -> np.ndar
     return np.stack([np.stack([(x + f) * 2 % 256, y * 2 % 256, (x + y + f) % 256], -1) for f in range(frames)]).astype(np.uint8)
 
 
-def noise_video(frames: int = 4, width: int = 96, height: int = 64, *, seed: int = 0) -> np.ndarray:
-    """Independent uint8 noise in every frame: nothing prunable (every token of every slice kept)."""
-    return np.random.default_rng(seed).integers(0, 256, (frames, height, width, 3), dtype=np.uint8)
-
-
 def save_videos(work: Path, videos: dict[str, np.ndarray]) -> dict[str, str]:
     """Save each video as ``.npy`` under ``work`` (the transformers side loads the same frames)."""
     paths = {}
