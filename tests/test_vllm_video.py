@@ -290,3 +290,29 @@ def test_parity_with_transformers(llm, checkpoint, videos, work):
         assert tokens == ref["tokens"], case
     assert sum(hf[0]["video_kept"][0]) < sum(hf[0]["video_total"][0])
     assert sum(hf[1]["kept"]) < sum(hf[1]["total"])
+
+
+def test_profiling_dummy_videos_are_not_pruned(llm, monkeypatch):
+    """The encoder budget is sized on the dummy video, a static clip that would prune to almost
+    nothing: its placeholders must stay full even when videos are pruned by default."""
+    import dataclasses
+
+    from vllm.multimodal import MULTIMODAL_REGISTRY
+    from vllm.multimodal.processing import TimingContext
+
+    from pixelprune.core.settings import prefixed
+
+    monkeypatch.setenv("PIXELPRUNE_VIDEO", "1")  # engine-wide default (resolved when the processor is made)
+    model_config = llm.llm_engine.model_config
+    processor = MULTIMODAL_REGISTRY.create_processor(model_config)
+    dummy = processor.get_dummy_mm_inputs({"video": 1})
+    (item,) = dummy["mm_kwargs"]["video"]
+    t, h, w = item["video_grid_thw"].data.tolist()
+    full = t * h * w // 4
+    assert dummy["mm_placeholders"]["video"][0].get_num_embeds() == full
+    # The same dummy without the profiling switch is pruned: the switch is what keeps it full.
+    inputs = processor.get_dummy_inputs(model_config.max_model_len, {"video": 1},
+                                        model_config.get_multimodal_config().limit_per_prompt)
+    kwargs = {k: v for k, v in inputs.hf_processor_mm_kwargs.items() if k != prefixed("enabled")}
+    pruned = processor.apply(dataclasses.replace(inputs, hf_processor_mm_kwargs=kwargs), TimingContext(enabled=False))
+    assert pruned["mm_placeholders"]["video"][0].get_num_embeds() < full

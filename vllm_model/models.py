@@ -75,7 +75,8 @@ def check_supported_config(vllm_config: Any) -> None:
     if mm_config.get_video_pruning_spec() is not None:
         problems.append(
             f"--video-pruning-rate {mm_config.video_pruning_rate} (EVS/VidCom2 video pruning recomputes "
-            "M-RoPE positions from full grids); leave it unset"
+            "M-RoPE positions from full grids); leave it unset (PixelPrune prunes videos before the ViT "
+            "itself: mm_processor_kwargs pixelprune_video=true)"
         )
     if getattr(vllm_config.compilation_config, "cudagraph_mm_encoder", False):
         problems.append(
