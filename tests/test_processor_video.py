@@ -300,3 +300,69 @@ def test_processor_output_drives_the_model(family_name, tiny_checkpoint):
     assert inputs["input_ids"].shape[1] < full["input_ids"].shape[1]
     out = model.generate(**inputs, max_new_tokens=4, min_new_tokens=4, do_sample=False)
     assert out.shape == (1, inputs["input_ids"].shape[1] + 4)
+
+
+# --------------------------------------------------------------------------------------------------
+# training collator
+
+
+def video_samples():
+    """A pruned video + image sample, a text-only one and a video-only one."""
+    return [
+        {"messages": [
+            {"role": "user", "content": [{"type": "video", "video": typing_video(192, 128, 6, seed=0)},
+                                         {"type": "image", "image": document_image(160, 128, seed=1)},
+                                         {"type": "text", "text": "What was typed?"}]},
+            {"role": "assistant", "content": "Three words."}]},
+        {"messages": [{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "Hello there."}]},
+        {"messages": [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "And here?"}]},
+                      {"role": "assistant", "content": "Nothing."}],
+         "videos": [typing_video(128, 96, 4, seed=2)]},
+    ]
+
+
+def test_collator_packs_pruned_videos_like_samples_one_by_one(tiny_checkpoint):
+    """Padding-free batches of video samples: each sample's positions are the model's own, and the
+    packed loss and gradients equal the samples' one by one."""
+    import pixelprune.modeling as modeling
+    from pixelprune.training import IGNORE_INDEX, PixelPruneDataCollator
+
+    path = tiny_checkpoint("qwen3_vl")
+    processor = PixelPruneQwen3VLProcessor.from_pretrained(path)
+    kwargs = dict(processor_kwargs={"pixelprune_video": True, **VIDEO_KWARGS})
+    samples = video_samples()
+    packed = PixelPruneDataCollator(processor, padding_free=True, **kwargs)(samples)
+    keep = packed[VIDEO_KEEP_MASK_KEY]
+    assert packed["video_grid_thw"].shape[0] == 2 and 0 < int(keep.sum()) < keep.numel()
+    assert int((packed["input_ids"] == processor.video_token_id).sum()) == int(keep.sum())
+    padded = PixelPruneDataCollator(processor, **kwargs)(samples)
+    assert torch.equal(padded[VIDEO_KEEP_MASK_KEY], keep)
+    assert not bool((padded["labels"] == processor.video_token_id).any())
+
+    model = modeling.PixelPruneQwen3VLForConditionalGeneration.from_pretrained(path).train()
+    single = PixelPruneDataCollator(processor, **kwargs)
+    encoded = [single([s]) for s in samples]
+    offset = 0
+    for e in encoded:
+        n = e["input_ids"].shape[1]
+        expected, _ = model.model.get_rope_index(
+            e["input_ids"], e["mm_token_type_ids"], image_grid_thw=e.get("image_grid_thw"),
+            video_grid_thw=e.get("video_grid_thw"), image_keep_mask=e.get(KEEP_MASK_KEY),
+            video_keep_mask=e.get(VIDEO_KEEP_MASK_KEY),
+        )
+        assert torch.equal(packed["position_ids"][1:, 0, offset : offset + n], expected[:, 0])
+        offset += n
+
+    loss = model(**packed).loss
+    loss.backward()
+    got = model.model.visual.patch_embed.proj.weight.grad.clone()
+    model.zero_grad(set_to_none=True)
+    n_total = sum(int((e["labels"][0, 1:] != IGNORE_INDEX).sum()) for e in encoded)
+    expected_loss = 0.0
+    for e in encoded:
+        part = model(**e).loss * int((e["labels"][0, 1:] != IGNORE_INDEX).sum()) / n_total
+        part.backward()
+        expected_loss += part.detach()
+    torch.testing.assert_close(loss.detach(), expected_loss, atol=1e-5, rtol=0)
+    assert got.abs().sum() > 0
+    torch.testing.assert_close(got, model.model.visual.patch_embed.proj.weight.grad, atol=1e-5, rtol=1e-4)
