@@ -366,3 +366,66 @@ def test_collator_packs_pruned_videos_like_samples_one_by_one(tiny_checkpoint):
     torch.testing.assert_close(loss.detach(), expected_loss, atol=1e-5, rtol=0)
     assert got.abs().sum() > 0
     torch.testing.assert_close(got, model.model.visual.patch_embed.proj.weight.grad, atol=1e-5, rtol=1e-4)
+
+
+# --------------------------------------------------------------------------------------------------
+# exported Hub repo (trust_remote_code, pixelprune not importable)
+
+REMOTE_SCRIPT = r'''
+import importlib.abc, sys
+
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in {"pixelprune", "processing", "modeling", "hub_configs", "vllm_model"}:
+            raise ImportError(f"{name} is blocked in this test")
+
+sys.meta_path.insert(0, Block())
+import numpy as np, torch
+from PIL import Image
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+repo, frames_path, result = sys.argv[1:4]
+frames = [Image.fromarray(f) for f in np.load(frames_path)]
+processor = AutoProcessor.from_pretrained(repo, trust_remote_code=True)
+model = AutoModelForImageTextToText.from_pretrained(repo, trust_remote_code=True).eval()
+messages = [{"role": "user", "content": [{"type": "video", "video": frames}, {"type": "text", "text": "Hi"}]}]
+inputs = processor.apply_chat_template(messages, tokenize=True, add_generation_prompt=True, return_dict=True,
+                                       return_tensors="pt", pixelprune_video=True, do_sample_frames=False)
+with torch.no_grad():
+    generated = model.generate(**inputs, max_new_tokens=4, min_new_tokens=4, do_sample=False)
+torch.save({"inputs": dict(inputs), "generated": generated}, result)
+'''
+
+
+def test_exported_repo_prunes_videos_like_the_package(tiny_checkpoint, tiny_export, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import pixelprune.modeling as modeling
+
+    frames = typing_video(192, 128, 6, seed=0)
+    np.save(tmp_path / "frames.npy", np.stack([np.asarray(f) for f in frames]))
+    (tmp_path / "run.py").write_text(REMOTE_SCRIPT)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, str(tmp_path / "run.py"), str(tiny_export("qwen3_vl")), str(tmp_path / "frames.npy"),
+         str(tmp_path / "result.pt")], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    remote = torch.load(tmp_path / "result.pt", weights_only=False)
+
+    base = tiny_checkpoint("qwen3_vl")
+    processor = PixelPruneQwen3VLProcessor.from_pretrained(base)
+    model = modeling.PixelPruneQwen3VLForConditionalGeneration.from_pretrained(base).eval()
+    inputs = processor.apply_chat_template(
+        conversation(frames, "Hi"), tokenize=True, add_generation_prompt=True, return_dict=True,
+        return_tensors="pt", pixelprune_video=True, do_sample_frames=False,
+    )
+    assert set(remote["inputs"]) == set(inputs.keys())
+    assert_same(remote["inputs"], inputs, inputs.keys())
+    keep = inputs[VIDEO_KEEP_MASK_KEY]
+    assert 0 < int(keep.sum()) < keep.numel()
+    with torch.no_grad():
+        expected = model.generate(**inputs, max_new_tokens=4, min_new_tokens=4, do_sample=False)
+    assert torch.equal(remote["generated"], expected)
