@@ -77,7 +77,8 @@ def encode_kept_patches(
     """Encode only the kept patches with the stock ``visual`` module.
 
     ``image_keep_mask`` is the :class:`~pixelprune.core.keep_mask.KeepMask` the model's
-    ``forward`` built (an image or a video mask), or a raw image mask (validated here). Returns the stock vision output with
+    ``forward`` built (an image or a video mask), or a raw image mask (validated here). Returns
+    the stock vision output with
     ``pooler_output`` split into one tensor of kept-token embeddings per image (as the stock
     ``get_image_features`` splits full grids), and ``deepstack_features`` (Qwen3-VL) split the
     same way.
@@ -86,9 +87,8 @@ def encode_kept_patches(
     keep = _keep_mask(image_keep_mask, image_grid_thw, merge_size)
     total_patches = sum(keep.totals) * merge_size**2
     if pixel_values.shape[0] != total_patches:
-        pixels, grid = (
-            ("pixel_values_videos", "video_grid_thw") if keep.name == VIDEO_KEEP_MASK_KEY else ("pixel_values", "image_grid_thw")
-        )
+        is_video = keep.name == VIDEO_KEEP_MASK_KEY
+        pixels, grid = ("pixel_values_videos", "video_grid_thw") if is_video else ("pixel_values", "image_grid_thw")
         raise ValueError(
             f"`{pixels}` has {pixel_values.shape[0]} patch rows but `{grid}` describes {total_patches}; "
             f"pass the complete `{pixels}` (the model drops the pruned patches itself)."

@@ -104,7 +104,8 @@ def pruned_rope_positions(
                         f"Image {image_index} (sample {batch_idx}) has {length} placeholder tokens but "
                         + (f"`image_keep_mask` keeps {span.num_tokens} of its {span.grid_h * span.grid_w} tokens; "
                            "the processor must expand each image to its kept count."
-                           if image_keep is not None else f"its {span.grid_h}x{span.grid_w} token grid has {span.num_tokens}.")
+                           if image_keep is not None else
+                           f"its {span.grid_h}x{span.grid_w} token grid has {span.num_tokens}.")
                     )
                 image_index += 1
                 spans.append(span)
@@ -142,7 +143,9 @@ def pruned_rope_positions(
             f"`image_grid_thw` describes more images than the {image_index} image placeholder runs in `input_ids`."
         )
     if next(frames, None) is not None:
-        raise ValueError("`video_grid_thw` describes more video slices than there are video placeholder runs in `input_ids`.")
+        raise ValueError(
+            "`video_grid_thw` describes more video slices than there are video placeholder runs in `input_ids`."
+        )
     return position_ids, torch.tensor(deltas, device=input_ids.device).unsqueeze(1)
 
 

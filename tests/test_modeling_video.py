@@ -355,20 +355,6 @@ def test_loss_and_gradients_equal_the_masked_oracle(tiny_checkpoint, tokenizer, 
     torch.testing.assert_close(ours_grad, oracle_grad, atol=1e-4, rtol=1e-3)
 
 
-def test_training_collator_refuses_video_samples_clearly(tiny_checkpoint):
-    """The collator packs image samples only; a video sample is refused with a clear error."""
-    from pixelprune.training.collator import PixelPruneDataCollator
-
-    class Processor:  # the collator reads only the tokenizer and merge size at construction
-        tokenizer = build_tiny_tokenizer("qwen3_vl")
-        image_processor = type("ImageProcessor", (), {"merge_size": 2})()
-
-    collator = PixelPruneDataCollator(Processor())
-    sample = {"messages": [{"role": "user", "content": [{"type": "video", "video": typing_video(64, 64, 2)}]}]}
-    with pytest.raises(ValueError, match="Video samples are not supported"):
-        collator([sample])
-
-
 # --------------------------------------------------------------------------------------------
 # errors
 
