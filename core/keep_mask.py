@@ -204,6 +204,13 @@ class KeepMask:
         parts = [m.view(t, -1).sum(-1) for m, (t, _, _) in zip(self.per_image, self.grids)]
         return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
 
+    def frame_kept_indices(self, image: int) -> tuple[torch.Tensor, ...]:
+        """Per temporal slice of grid ``image``, the sorted int64 raster indices (within the slice,
+        ``r * (w / merge) + c``) of its kept tokens (CPU): a video slice's M-RoPE
+        :class:`~.mrope_positions.GridSpan` ``kept``."""
+        t = self.grids[image][0]
+        return tuple(torch.nonzero(row).reshape(-1) for row in self.per_image[image].view(t, -1))
+
     def cu_seqlens(self) -> torch.Tensor:
         """``cu_seqlens`` (int32, CPU) of the kept patches: one attention segment per frame of
         each image, as the stock vision towers build for full grids, of its kept length."""

@@ -9,7 +9,11 @@ kept patch keeps its unpruned 2-D position:
 * ``interp_indices`` / ``interp_weights``: the learned absolute position table interpolated to the
   full grid, gathered at kept patches;
 * ``position_ids``: the (h, w) coordinates feeding the 2-D rotary embedding, gathered likewise;
-* ``cu_seqlens``: attention segments of kept lengths (one per image frame, as stock).
+* ``cu_seqlens``: attention segments of kept lengths (one per image frame / video temporal slice,
+  as stock).
+
+Images and videos are encoded the same way (the stock ``get_video_features`` is the image path on
+the video grid); which one a mask describes is its :attr:`KeepMask.name`.
 
 Merged tokens are kept or dropped whole (``merge_size**2`` consecutive patches), so the stock patch
 merger and deepstack mergers see complete windows and emit one row per kept token.
@@ -25,7 +29,7 @@ from transformers.vision_utils import (
     get_vision_position_ids,
 )
 
-from ..core.keep_mask import KeepMask
+from ..core.keep_mask import KEEP_MASK_KEY, VIDEO_KEEP_MASK_KEY, KeepMask
 
 __all__ = ["kept_vision_kwargs", "encode_kept_patches"]
 
@@ -42,7 +46,7 @@ def kept_vision_kwargs(
     the int64 indices of the kept rows of ``pixel_values`` (CPU).
     """
     merge_size = visual.spatial_merge_size
-    keep = KeepMask.of(image_keep_mask, image_grid_thw, merge_size)
+    keep = _keep_mask(image_keep_mask, image_grid_thw, merge_size)
     device = image_grid_thw.device
     patch_index = keep.patch_indices
     index = patch_index.to(device)
@@ -73,18 +77,21 @@ def encode_kept_patches(
     """Encode only the kept patches with the stock ``visual`` module.
 
     ``image_keep_mask`` is the :class:`~pixelprune.core.keep_mask.KeepMask` the model's
-    ``forward`` built, or a raw mask (validated here). Returns the stock vision output with
+    ``forward`` built (an image or a video mask), or a raw image mask (validated here). Returns
+    the stock vision output with
     ``pooler_output`` split into one tensor of kept-token embeddings per image (as the stock
     ``get_image_features`` splits full grids), and ``deepstack_features`` (Qwen3-VL) split the
     same way.
     """
     merge_size = visual.spatial_merge_size
-    keep = KeepMask.of(image_keep_mask, image_grid_thw, merge_size)
+    keep = _keep_mask(image_keep_mask, image_grid_thw, merge_size)
     total_patches = sum(keep.totals) * merge_size**2
     if pixel_values.shape[0] != total_patches:
+        is_video = keep.name == VIDEO_KEEP_MASK_KEY
+        pixels, grid = ("pixel_values_videos", "video_grid_thw") if is_video else ("pixel_values", "image_grid_thw")
         raise ValueError(
-            f"`pixel_values` has {pixel_values.shape[0]} patch rows but `image_grid_thw` describes {total_patches}; "
-            "pass the complete `pixel_values` (the model drops the pruned patches itself)."
+            f"`{pixels}` has {pixel_values.shape[0]} patch rows but `{grid}` describes {total_patches}; "
+            f"pass the complete `{pixels}` (the model drops the pruned patches itself)."
         )
     vision_kwargs = kept_vision_kwargs(visual, image_grid_thw, keep)
     patch_index = vision_kwargs.pop("patch_index").to(pixel_values.device)
@@ -101,3 +108,9 @@ def encode_kept_patches(
     if getattr(output, "deepstack_features", None) is not None:
         output.deepstack_features = [torch.split(feature, kept_counts) for feature in output.deepstack_features]
     return output
+
+
+def _keep_mask(keep_mask: torch.Tensor | KeepMask, grid_thw: torch.Tensor, merge_size: int) -> KeepMask:
+    """A :class:`KeepMask` (image or video, checked against ``grid_thw``), or a raw image mask validated."""
+    name = keep_mask.name if isinstance(keep_mask, KeepMask) else KEEP_MASK_KEY
+    return KeepMask.of(keep_mask, grid_thw, merge_size, name=name)

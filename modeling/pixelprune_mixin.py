@@ -1,4 +1,4 @@
-"""Mixins that give a stock Qwen3-VL / Qwen3.5 model the ``image_keep_mask`` input.
+"""Mixins that give a stock Qwen3-VL / Qwen3.5 model the ``image_keep_mask`` and ``video_keep_mask`` inputs.
 
 Shared by every family (Qwen3-VL, Qwen3-VL-MoE, Qwen3.5, Qwen3.5-MoE). A family module subclasses::
 
@@ -9,18 +9,21 @@ Shared by every family (Qwen3-VL, Qwen3-VL-MoE, Qwen3.5, Qwen3.5-MoE). A family 
         pixelprune_model_class = PixelPruneXModel
         forward = keep_mask_forward(XForConditionalGeneration.forward)
 
-Without ``image_keep_mask`` every method is the stock one. With it:
+Without the masks every method is the stock one. With them:
 
-* ``get_image_features`` encodes only kept patches (``kept_patch_encoding``);
-* ``get_rope_index`` keeps unpruned M-RoPE positions (``rope_index``); ``generate`` reaches it
-  through the stock ``_prepare_position_ids_for_generation``, which hands it every model kwarg;
+* ``get_image_features`` / ``get_video_features`` encode only kept patches (``kept_patch_encoding``;
+  a video keeps the stock per-slice attention segments, of kept lengths);
+* ``get_rope_index`` keeps unpruned M-RoPE positions (``rope_index``; every video slice is its own
+  grid, as stock); ``generate`` reaches it through the stock ``_prepare_position_ids_for_generation``,
+  which hands it every model kwarg;
 * ``forward`` does both when it has to (direct calls, training) and then runs the stock forward on
   the encoded features, so the KV cache, ``rope_deltas``, labels and masks all describe the same
   short sequence.
 
-``generate`` (transformers >= 5.20) encodes images before prefill through the inner model's
-``get_image_features`` with the kwargs that method *names*, then drops them: that is why the mask
-is a named parameter there and of ``forward`` (``generate`` rejects unnamed model kwargs).
+``generate`` (transformers >= 5.20) encodes images and videos before prefill through the inner
+model's ``get_image_features`` / ``get_video_features`` with the kwargs those methods *name*, then
+drops them: that is why each mask is a named parameter there and of ``forward`` (``generate``
+rejects unnamed model kwargs).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ..core.keep_mask import KEEP_MASK_KEY, KeepMask
+from ..core.keep_mask import KEEP_MASK_KEY, VIDEO_KEEP_MASK_KEY, KeepMask
 from .rope_index import pruned_rope_index
 from .kept_patch_encoding import encode_kept_patches
 
@@ -74,29 +77,35 @@ def _register_stock_weight_conversions(cls: type) -> None:
 _KEEP_MASK_DOC = """
         image_keep_mask (`torch.BoolTensor` of shape `(num_image_tokens,)`, *optional*):
             PixelPrune's keep mask (one entry per merged token of every image, as returned by the
-            PixelPrune processor). `None` runs the stock model."""
+            PixelPrune processor). `None` runs the stock model.
+        video_keep_mask (`torch.BoolTensor` of shape `(num_video_tokens,)`, *optional*):
+            The same for videos (one entry per merged token of every video, slices in order; the
+            PixelPrune processor returns it with `pixelprune_video=True`). `None`: videos unpruned."""
 
 
-def keep_mask_forward(stock_forward: Callable, *, name: str = KEEP_MASK_KEY) -> Callable:
-    """A ``forward`` that accepts ``image_keep_mask`` by name and otherwise is ``stock_forward``.
+def keep_mask_forward(stock_forward: Callable) -> Callable:
+    """A ``forward`` that accepts ``image_keep_mask`` and ``video_keep_mask`` by name and otherwise
+    is ``stock_forward``.
 
-    The mask is handed to ``self._pixelprune_forward`` (defined by the mixins). The signature is the
-    stock one plus a keyword-only ``image_keep_mask``: ``generate`` inspects ``forward``'s signature
+    The masks are handed to ``self._pixelprune_forward`` (defined by the mixins). The signature is
+    the stock one plus the two keyword-only masks: ``generate`` inspects ``forward``'s signature
     (named kwargs, ``position_ids``, ``mm_encoder_outputs``), and the stock parameter names change
     between transformers releases (``past_key_values`` became ``cache`` in 5.24).
     """
 
     @functools.wraps(stock_forward)
-    def forward(self, *args, image_keep_mask: torch.Tensor | None = None, **kwargs):
-        return self._pixelprune_forward(stock_forward, args, kwargs, image_keep_mask)
+    def forward(
+        self, *args, image_keep_mask: torch.Tensor | None = None, video_keep_mask: torch.Tensor | None = None, **kwargs
+    ):
+        return self._pixelprune_forward(stock_forward, args, kwargs, image_keep_mask, video_keep_mask)
 
     signature = inspect.signature(stock_forward)
     params = list(signature.parameters.values())
     insert_at = next((i for i, p in enumerate(params) if p.kind is inspect.Parameter.VAR_KEYWORD), len(params))
-    params.insert(
-        insert_at,
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation="torch.Tensor | None"),
-    )
+    params[insert_at:insert_at] = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation="torch.Tensor | None")
+        for name in (KEEP_MASK_KEY, VIDEO_KEEP_MASK_KEY)
+    ]
     forward.__signature__ = signature.replace(parameters=params)
     forward.__doc__ = (stock_forward.__doc__ or "") + _KEEP_MASK_DOC
     return forward
@@ -177,6 +186,25 @@ class PixelPruneModelMixin(_StockClassBehaviour):
         output = encode_kept_patches(self.visual, pixel_values, image_grid_thw, image_keep_mask, **kwargs)
         return output if return_dict else output.to_tuple()
 
+    @accepts_precomputed_kwargs(modality="video")
+    def get_video_features(
+        self,
+        pixel_values_videos: torch.Tensor,
+        video_grid_thw: torch.LongTensor | None = None,
+        video_keep_mask: torch.Tensor | KeepMask | None = None,
+        **kwargs,
+    ):
+        """Stock ``get_video_features``; with ``video_keep_mask`` (a tensor, or the
+        :class:`~pixelprune.core.keep_mask.KeepMask` ``forward`` built), the ViT runs on kept
+        patches only, each temporal slice in its own attention segment as stock, and
+        ``pooler_output`` (and ``deepstack_features``) hold one row per kept token of each video."""
+        if video_keep_mask is None:
+            return super().get_video_features(pixel_values_videos, video_grid_thw, **kwargs)
+        keep = KeepMask.of(video_keep_mask, video_grid_thw, self.visual.spatial_merge_size, name=VIDEO_KEEP_MASK_KEY)
+        return_dict = kwargs.pop("return_dict", True)
+        output = encode_kept_patches(self.visual, pixel_values_videos, video_grid_thw, keep, **kwargs)
+        return output if return_dict else output.to_tuple()
+
     def get_rope_index(
         self,
         input_ids: torch.LongTensor,
@@ -185,11 +213,13 @@ class PixelPruneModelMixin(_StockClassBehaviour):
         video_grid_thw: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         image_keep_mask: torch.Tensor | KeepMask | None = None,
+        video_keep_mask: torch.Tensor | KeepMask | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Stock ``get_rope_index``; with ``image_keep_mask``, kept image tokens keep their unpruned
-        (t, h, w) positions and text resumes where it would without pruning."""
-        if image_keep_mask is None:
+        """Stock ``get_rope_index``; with ``image_keep_mask`` / ``video_keep_mask``, kept image and
+        video tokens keep their unpruned (t, h, w) positions and text (after an image or a video
+        slice) resumes where it would without pruning."""
+        if image_keep_mask is None and video_keep_mask is None:
             return super().get_rope_index(
                 input_ids,
                 mm_token_type_ids,
@@ -199,46 +229,56 @@ class PixelPruneModelMixin(_StockClassBehaviour):
                 **kwargs,
             )
         return pruned_rope_index(
-            self, input_ids, mm_token_type_ids, image_grid_thw, video_grid_thw, attention_mask, image_keep_mask
+            self, input_ids, mm_token_type_ids, image_grid_thw, video_grid_thw, attention_mask, image_keep_mask,
+            video_keep_mask,
         )
 
-    def _pixelprune_forward(self, stock_forward: Callable, args: tuple, kwargs: dict, image_keep_mask):
-        if image_keep_mask is None:
+    def _pixelprune_forward(
+        self, stock_forward: Callable, args: tuple, kwargs: dict, image_keep_mask, video_keep_mask
+    ):
+        if image_keep_mask is None and video_keep_mask is None:
             return stock_forward(self, *args, **kwargs)
         kwargs = _bind_keywords(stock_forward, self, args, kwargs)
         merge_size = self.config.vision_config.spatial_merge_size
-        image_grid_thw = kwargs.get("image_grid_thw")
-        # Validated once, here; the encoder and the rope index receive the value.
-        keep = KeepMask.of(image_keep_mask, image_grid_thw, merge_size)
+        # Validated once, here; the encoders and the rope index receive the values.
+        keeps = {
+            "image": None if image_keep_mask is None else KeepMask.of(
+                image_keep_mask, kwargs.get("image_grid_thw"), merge_size),
+            "video": None if video_keep_mask is None else KeepMask.of(
+                video_keep_mask, kwargs.get("video_grid_thw"), merge_size, name=VIDEO_KEEP_MASK_KEY),
+        }
         input_ids = kwargs.get("input_ids")
-        pixel_values = kwargs.get("pixel_values")
         mm_encoder_outputs = dict(kwargs.get("mm_encoder_outputs") or {})
+        pixel_keys = {"image": "pixel_values", "video": "pixel_values_videos"}
+        pending = [m for m in pixel_keys if kwargs.get(pixel_keys[m]) is not None and mm_encoder_outputs.get(m) is None]
 
-        if pixel_values is not None and mm_encoder_outputs.get("image") is None:
-            if input_ids is not None:
-                placeholders = int((input_ids == self.config.image_token_id).sum())
-                if placeholders != keep.num_kept:
-                    raise ValueError(
-                        f"`input_ids` hold {placeholders} image placeholder tokens but `image_keep_mask` keeps "
-                        f"{keep.num_kept} tokens; the processor must expand each image to its kept count."
-                    )
+        # A pruned modality with raw pixels is encoded here. The stock forward refuses raw pixels
+        # next to `mm_encoder_outputs`, so the other modality (pruned or not) is encoded here too,
+        # exactly as the stock forward would.
+        if any(keeps[m] is not None for m in pending):
             # Stock-named arguments are not vision kwargs; everything else (attention flags...) is.
             named = set(inspect.signature(stock_forward).parameters)
             extra = {k: v for k, v in kwargs.items() if k not in named}
-            mm_encoder_outputs["image"] = self.get_image_features(
-                pixel_values, image_grid_thw, image_keep_mask=keep, return_dict=True, **extra
-            )
-            kwargs["pixel_values"] = None
-            # The stock forward refuses raw pixels next to `mm_encoder_outputs`: encode videos
-            # (never pruned) here too, exactly as the stock forward would.
-            if kwargs.get("pixel_values_videos") is not None and mm_encoder_outputs.get("video") is None:
-                mm_encoder_outputs["video"] = self.get_video_features(
-                    kwargs["pixel_values_videos"], kwargs.get("video_grid_thw"), return_dict=True, **extra
+            for modality in pending:
+                keep = keeps[modality]
+                if keep is not None and input_ids is not None:
+                    token_id = getattr(self.config, f"{modality}_token_id")
+                    placeholders = int((input_ids == token_id).sum())
+                    if placeholders != keep.num_kept:
+                        raise ValueError(
+                            f"`input_ids` hold {placeholders} {modality} placeholder tokens but `{keep.name}` keeps "
+                            f"{keep.num_kept} tokens; the processor must expand each "
+                            f"{'video slice' if modality == 'video' else 'image'} to its kept count."
+                        )
+                encode = getattr(self, f"get_{modality}_features")
+                mm_encoder_outputs[modality] = encode(
+                    kwargs[pixel_keys[modality]], kwargs.get(f"{modality}_grid_thw"),
+                    **{f"{modality}_keep_mask": keep}, return_dict=True, **extra,
                 )
-                kwargs["pixel_values_videos"] = None
+                kwargs[pixel_keys[modality]] = None
             kwargs["mm_encoder_outputs"] = mm_encoder_outputs
 
-        # The stock forward would compute positions without the mask; do it here in the same case
+        # The stock forward would compute positions without the masks; do it here in the same case
         # (prefill or uncached call). Cached decoding reuses `rope_deltas`, already pruned-length based.
         mm_token_type_ids = kwargs.get("mm_token_type_ids")
         if kwargs.get("position_ids") is None and input_ids is not None and mm_token_type_ids is not None:
@@ -246,10 +286,11 @@ class PixelPruneModelMixin(_StockClassBehaviour):
                 kwargs["position_ids"], self.rope_deltas = self.get_rope_index(
                     input_ids,
                     mm_token_type_ids,
-                    image_grid_thw=image_grid_thw,
+                    image_grid_thw=kwargs.get("image_grid_thw"),
                     video_grid_thw=kwargs.get("video_grid_thw"),
                     attention_mask=kwargs.get("attention_mask"),
-                    image_keep_mask=keep,
+                    image_keep_mask=keeps["image"],
+                    video_keep_mask=keeps["video"],
                 )
         return stock_forward(self, **kwargs)
 
@@ -288,8 +329,24 @@ class PixelPruneForConditionalGenerationMixin(_StockClassBehaviour):
         """Stock ``get_image_features``; with ``image_keep_mask``, only kept patches are encoded."""
         return self.model.get_image_features(pixel_values, image_grid_thw, image_keep_mask=image_keep_mask, **kwargs)
 
-    def _pixelprune_forward(self, stock_forward: Callable, args: tuple, kwargs: dict, image_keep_mask):
-        # The stock forward hands unknown kwargs to the inner model, whose `forward` names the mask.
+    def get_video_features(
+        self,
+        pixel_values_videos: torch.Tensor,
+        video_grid_thw: torch.LongTensor | None = None,
+        video_keep_mask: torch.Tensor | None = None,
+        **kwargs,
+    ):
+        """Stock ``get_video_features``; with ``video_keep_mask``, only kept patches are encoded."""
+        return self.model.get_video_features(
+            pixel_values_videos, video_grid_thw, video_keep_mask=video_keep_mask, **kwargs
+        )
+
+    def _pixelprune_forward(
+        self, stock_forward: Callable, args: tuple, kwargs: dict, image_keep_mask, video_keep_mask
+    ):
+        # The stock forward hands unknown kwargs to the inner model, whose `forward` names the masks.
         if image_keep_mask is not None:
             kwargs[KEEP_MASK_KEY] = image_keep_mask
+        if video_keep_mask is not None:
+            kwargs[VIDEO_KEEP_MASK_KEY] = video_keep_mask
         return stock_forward(self, *args, **kwargs)

@@ -1,4 +1,5 @@
-"""PixelPrune Qwen3.5 model classes: the stock classes plus the ``image_keep_mask`` input.
+"""PixelPrune Qwen3.5 model classes: the stock classes plus the ``image_keep_mask`` and
+``video_keep_mask`` inputs.
 
 Same modules and weight names as stock, so any Qwen3.5 checkpoint loads::
 
@@ -40,7 +41,7 @@ class PixelPruneQwen3_5Model(PixelPruneModelMixin, Qwen3_5Model):
 
 
 class PixelPruneQwen3_5ForConditionalGeneration(PixelPruneForConditionalGenerationMixin, Qwen3_5ForConditionalGeneration):
-    """``Qwen3_5ForConditionalGeneration`` accepting the PixelPrune processor's ``image_keep_mask``."""
+    """``Qwen3_5ForConditionalGeneration`` accepting the PixelPrune processor's keep masks."""
 
     pixelprune_model_class = PixelPruneQwen3_5Model
     forward = keep_mask_forward(Qwen3_5ForConditionalGeneration.forward)

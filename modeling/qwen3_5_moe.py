@@ -1,4 +1,5 @@
-"""PixelPrune Qwen3.5-MoE model classes: the stock classes plus the ``image_keep_mask`` input.
+"""PixelPrune Qwen3.5-MoE model classes: the stock classes plus the ``image_keep_mask`` and
+``video_keep_mask`` inputs.
 
 Same modules and weight names as stock, so any Qwen3.5-MoE checkpoint loads::
 
@@ -37,7 +38,7 @@ class PixelPruneQwen3_5MoeModel(PixelPruneModelMixin, Qwen3_5MoeModel):
 class PixelPruneQwen3_5MoeForConditionalGeneration(
     PixelPruneForConditionalGenerationMixin, Qwen3_5MoeForConditionalGeneration
 ):
-    """``Qwen3_5MoeForConditionalGeneration`` accepting the PixelPrune processor's ``image_keep_mask``."""
+    """``Qwen3_5MoeForConditionalGeneration`` accepting the PixelPrune processor's keep masks."""
 
     pixelprune_model_class = PixelPruneQwen3_5MoeModel
     forward = keep_mask_forward(Qwen3_5MoeForConditionalGeneration.forward)

@@ -1,4 +1,5 @@
-"""PixelPrune Qwen3-VL model classes: the stock classes plus the ``image_keep_mask`` input.
+"""PixelPrune Qwen3-VL model classes: the stock classes plus the ``image_keep_mask`` and
+``video_keep_mask`` inputs.
 
 Same modules and weight names as stock, so any Qwen3-VL checkpoint loads::
 
@@ -32,7 +33,7 @@ class PixelPruneQwen3VLModel(PixelPruneModelMixin, Qwen3VLModel):
 
 
 class PixelPruneQwen3VLForConditionalGeneration(PixelPruneForConditionalGenerationMixin, Qwen3VLForConditionalGeneration):
-    """``Qwen3VLForConditionalGeneration`` accepting the PixelPrune processor's ``image_keep_mask``."""
+    """``Qwen3VLForConditionalGeneration`` accepting the PixelPrune processor's keep masks."""
 
     pixelprune_model_class = PixelPruneQwen3VLModel
     forward = keep_mask_forward(Qwen3VLForConditionalGeneration.forward)

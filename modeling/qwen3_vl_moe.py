@@ -1,4 +1,5 @@
-"""PixelPrune Qwen3-VL-MoE model classes: the stock classes plus the ``image_keep_mask`` input.
+"""PixelPrune Qwen3-VL-MoE model classes: the stock classes plus the ``image_keep_mask`` and
+``video_keep_mask`` inputs.
 
 Same modules and weight names as stock, so any Qwen3-VL-MoE checkpoint loads::
 
@@ -32,7 +33,7 @@ class PixelPruneQwen3VLMoeModel(PixelPruneModelMixin, Qwen3VLMoeModel):
 
 
 class PixelPruneQwen3VLMoeForConditionalGeneration(PixelPruneForConditionalGenerationMixin, Qwen3VLMoeForConditionalGeneration):
-    """``Qwen3VLMoeForConditionalGeneration`` accepting the PixelPrune processor's ``image_keep_mask``."""
+    """``Qwen3VLMoeForConditionalGeneration`` accepting the PixelPrune processor's keep masks."""
 
     pixelprune_model_class = PixelPruneQwen3VLMoeModel
     forward = keep_mask_forward(Qwen3VLMoeForConditionalGeneration.forward)

@@ -2,8 +2,9 @@
 
 Finds each sample's image and video placeholder runs (``mm_token_type_ids``, as the stock
 ``get_rope_index`` does) and hands them to :func:`~.mrope_positions.pruned_mrope_positions`, the one
-implementation of the position rule, shared with the vLLM plugin: kept image tokens keep their
-unpruned (t, h, w) positions and the text after an image resumes where it would without pruning,
+implementation of the position rule, shared with the vLLM plugin: kept image tokens (and kept
+tokens of every video slice) keep their unpruned (t, h, w) positions and the text after an image
+(a video slice) resumes where it would without pruning,
 so ``rope_deltas`` (next position minus the pruned length) makes cached decoding continue from the
 unpruned positions.
 """
@@ -14,7 +15,7 @@ import itertools
 
 import torch
 
-from ..core.keep_mask import KeepMask
+from ..core.keep_mask import VIDEO_KEEP_MASK_KEY, KeepMask
 from ..core.mrope_positions import GridSpan, pruned_mrope_positions
 
 __all__ = ["pruned_rope_index", "pruned_rope_positions"]
@@ -27,21 +28,22 @@ def pruned_rope_index(
     image_grid_thw: torch.Tensor | None,
     video_grid_thw: torch.Tensor | None,
     attention_mask: torch.Tensor | None,
-    image_keep_mask: torch.Tensor | KeepMask,
+    image_keep_mask: torch.Tensor | KeepMask | None,
+    video_keep_mask: torch.Tensor | KeepMask | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``get_rope_index`` for inputs whose images were pruned by ``image_keep_mask``.
+    """``get_rope_index`` for inputs whose images (``image_keep_mask``) and/or videos
+    (``video_keep_mask``) were pruned; a mask that is ``None`` means that modality is unpruned.
 
     Same contract as the stock ``get_rope_index``: returns ``position_ids`` of shape ``(3, B, L)``
     (zeros at padding) and ``rope_deltas`` of shape ``(B, 1)``. ``model`` is the stock inner model
-    (``Qwen3VLModel``, ``Qwen3_5Model``, ...), read for its ``spatial_merge_size``;
-    ``image_keep_mask`` is the :class:`~pixelprune.core.keep_mask.KeepMask` built by ``forward``
-    or a raw mask (validated here). Videos are
-    handled exactly as stock (unpruned, one grid per frame). Raises ``ValueError`` when an image's
-    placeholder run does not hold its kept-token count or a video frame's run its grid size.
+    (``Qwen3VLModel``, ``Qwen3_5Model``, ...), read for its ``spatial_merge_size``; the masks are
+    the :class:`~pixelprune.core.keep_mask.KeepMask` values built by ``forward`` or raw masks
+    (validated here). Raises ``ValueError`` when an image's placeholder run does not hold its
+    kept-token count or a video slice's run its kept count (its grid size when unpruned).
     """
     return pruned_rope_positions(
         input_ids, mm_token_type_ids, image_grid_thw, video_grid_thw, attention_mask, image_keep_mask,
-        spatial_merge_size=model.config.vision_config.spatial_merge_size,
+        spatial_merge_size=model.config.vision_config.spatial_merge_size, video_keep_mask=video_keep_mask,
     )
 
 
@@ -51,21 +53,30 @@ def pruned_rope_positions(
     image_grid_thw: torch.Tensor | None,
     video_grid_thw: torch.Tensor | None,
     attention_mask: torch.Tensor | None,
-    image_keep_mask: torch.Tensor | KeepMask,
+    image_keep_mask: torch.Tensor | KeepMask | None,
     *,
     spatial_merge_size: int,
+    video_keep_mask: torch.Tensor | KeepMask | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`pruned_rope_index` without a model: the merge size is given (the processor knows it).
 
     Used where no model is at hand, e.g. a data collator that packs samples into one row and needs
     each sample's M-RoPE positions.
+
+    Videos, as stock, are one grid per temporal slice (slices are separated by timestamps); with
+    ``video_keep_mask`` each slice's run holds its kept tokens, at their unpruned cells.
     """
-    keep = KeepMask.of(image_keep_mask, image_grid_thw, spatial_merge_size)
-    images = iter(range(len(keep.grids)))
-    # As stock: videos are separated by timestamps, so each frame is its own grid.
-    frame_grids = iter(
-        [] if video_grid_thw is None else [(h, w) for t, h, w in video_grid_thw.tolist() for _ in range(t)]
+    # A modality without a mask is unpruned (its spans keep every cell).
+    image_keep = None if image_keep_mask is None else KeepMask.of(image_keep_mask, image_grid_thw, spatial_merge_size)
+    video_keep = None if video_keep_mask is None else KeepMask.of(
+        video_keep_mask, video_grid_thw, spatial_merge_size, name=VIDEO_KEEP_MASK_KEY
     )
+    image_grids = image_keep.grids if image_keep is not None else _grids(image_grid_thw)
+    video_grids = video_keep.grids if video_keep is not None else _grids(video_grid_thw)
+    images = iter(range(len(image_grids)))
+    # (video, slice) of every frame run, in prompt order; each slice is its own grid, as stock.
+    frames = iter([(v, s) for v, (t, _, _) in enumerate(video_grids) for s in range(t)])
+    frame_kept = [video_keep.frame_kept_indices(v) for v in range(len(video_grids))] if video_keep is not None else None
 
     position_ids = torch.zeros(3, *input_ids.shape, dtype=input_ids.dtype, device=input_ids.device)
     deltas = []
@@ -85,28 +96,36 @@ def pruned_rope_positions(
                         f"Sample {batch_idx} has more image placeholder runs than the {image_index} images of "
                         "`image_grid_thw`."
                     )
-                if keep.kept[image] != length:
+                _, grid_h, grid_w = image_grids[image]
+                span = GridSpan(offset, grid_h // spatial_merge_size, grid_w // spatial_merge_size,
+                                None if image_keep is None else image_keep.kept_indices[image])
+                if span.num_tokens != length:
                     raise ValueError(
                         f"Image {image_index} (sample {batch_idx}) has {length} placeholder tokens but "
-                        f"`image_keep_mask` keeps {keep.kept[image]} of its {keep.totals[image]} tokens; the "
-                        "processor must expand each image to its kept count."
+                        + (f"`image_keep_mask` keeps {span.num_tokens} of its {span.grid_h * span.grid_w} tokens; "
+                           "the processor must expand each image to its kept count."
+                           if image_keep is not None else
+                           f"its {span.grid_h}x{span.grid_w} token grid has {span.num_tokens}.")
                     )
-                _, grid_h, grid_w = keep.grids[image]
-                span = GridSpan(offset, grid_h // spatial_merge_size, grid_w // spatial_merge_size,
-                                keep.kept_indices[image])
                 image_index += 1
                 spans.append(span)
             elif modality == 2:
-                grid = next(frame_grids, None)
-                if grid is None:
+                frame = next(frames, None)
+                if frame is None:
                     raise ValueError(
                         f"Sample {batch_idx} has more video frame placeholder runs than `video_grid_thw` describes."
                     )
-                span = GridSpan(offset, grid[0] // spatial_merge_size, grid[1] // spatial_merge_size)
+                video, slice_ = frame
+                _, grid_h, grid_w = video_grids[video]
+                span = GridSpan(offset, grid_h // spatial_merge_size, grid_w // spatial_merge_size,
+                                None if frame_kept is None else frame_kept[video][slice_])
                 if span.num_tokens != length:
                     raise ValueError(
-                        f"A video frame of sample {batch_idx} has {length} placeholder tokens for its "
-                        f"{span.grid_h}x{span.grid_w} token grid."
+                        f"Slice {slice_} of video {video} (sample {batch_idx}) has {length} placeholder tokens but "
+                        + (f"`video_keep_mask` keeps {span.num_tokens} of its {span.grid_h * span.grid_w} tokens; "
+                           "the processor must expand each slice to its kept count."
+                           if video_keep is not None else
+                           f"its {span.grid_h}x{span.grid_w} token grid has {span.num_tokens}.")
                     )
                 spans.append(span)
             offset += length
@@ -123,4 +142,13 @@ def pruned_rope_positions(
         raise ValueError(
             f"`image_grid_thw` describes more images than the {image_index} image placeholder runs in `input_ids`."
         )
+    if next(frames, None) is not None:
+        raise ValueError(
+            "`video_grid_thw` describes more video slices than there are video placeholder runs in `input_ids`."
+        )
     return position_ids, torch.tensor(deltas, device=input_ids.device).unsqueeze(1)
+
+
+def _grids(grid_thw: torch.Tensor | None) -> list[tuple[int, int, int]]:
+    """The ``(t, h, w)`` rows of a grid tensor (none without one)."""
+    return [] if grid_thw is None else [tuple(row) for row in torch.as_tensor(grid_thw).reshape(-1, 3).tolist()]

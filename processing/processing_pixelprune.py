@@ -4,6 +4,11 @@ They run the stock processing, select the kept tokens of every image with the sh
 emit each image's ``<|image_pad|>`` run at its *kept* length and return ``image_keep_mask``
 (docs/DESIGN.md) next to the stock keys. With pruning disabled the output is exactly the stock one.
 
+Videos are pruned only when the ``video`` setting is on (``pixelprune_video=True``,
+``PIXELPRUNE_VIDEO=1``; ``docs/ALGORITHM.md`` section 7): the processor then returns
+``video_keep_mask`` next to ``pixel_values_videos`` and writes every temporal slice's
+``<|video_pad|>`` run at its kept length, the stock timestamps between the slices untouched.
+
 Settings precedence (lowest to highest, :func:`pixelprune.core.settings.resolve_settings`):
 defaults < the ``pixelprune`` block saved in ``processor_config.json`` (constructor argument
 ``pixelprune={...}``) < ``PIXELPRUNE_*`` environment variables < explicit ``pixelprune_<name>=...``
@@ -11,7 +16,8 @@ arguments of the constructor / ``from_pretrained`` < per-call ``pixelprune_<name
 arguments of ``__call__`` / ``apply_chat_template``.
 
 Statistics of the latest call are in ``processor.last_pruning_stats`` (one
-:class:`ImagePruningStats` per image) and are logged by ``pixelprune.core.pruning``
+:class:`ImagePruningStats` per image) and ``processor.last_video_pruning_stats`` (one
+:class:`VideoPruningStats` per pruned video) and are logged by ``pixelprune.core.pruning``
 (INFO with ``verbose=True`` / ``PIXELPRUNE_VERBOSE=1``, DEBUG otherwise).
 """
 
@@ -26,9 +32,10 @@ import torch
 from transformers import Qwen3VLProcessor
 from transformers.utils import is_torchvision_available
 
-from ..core.keep_mask import KEEP_MASK_KEY, kept_tokens_per_image
-from ..core.pruning import ImagePruningStats, PatchGeometry, prune_image_batch
+from ..core.keep_mask import KEEP_MASK_KEY, VIDEO_KEEP_MASK_KEY, kept_tokens_per_image
+from ..core.pruning import ImagePruningStats, PatchGeometry, VideoPruningStats, prune_image_batch, prune_video_batch
 from ..core.settings import PixelPruneSettings, pop_prefixed, resolve_settings
+from ..core.video_selector import video_kept_per_slice
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +84,7 @@ class PixelPruneQwen3VLProcessor(Qwen3VLProcessor):
         resolve_settings(saved, explicit=explicit)  # invalid values (and PIXELPRUNE_*) fail here
         super().__init__(image_processor, tokenizer, video_processor, chat_template=chat_template, **kwargs)
         self.last_pruning_stats: list[ImagePruningStats] = []
+        self.last_video_pruning_stats: list[VideoPruningStats] = []
         self.pixelprune: dict[str, Any] = saved.to_dict()
         self._pixelprune_explicit: dict[str, Any] = {}
         self._set_explicit_settings(explicit)
@@ -137,12 +145,14 @@ class PixelPruneQwen3VLProcessor(Qwen3VLProcessor):
         token = _CALL_SETTINGS.set(settings)
         try:
             self.last_pruning_stats = []
+            self.last_video_pruning_stats = []
             return super().__call__(images=images, text=text, videos=videos, audio=audio, **kwargs)
         finally:
             _CALL_SETTINGS.reset(token)
 
     def apply_chat_template(self, conversation: Any, chat_template: str | None = None, **kwargs: Any):
-        """Stock ``apply_chat_template``; ``pixelprune_<name>=...`` apply to the images it processes."""
+        """Stock ``apply_chat_template``; ``pixelprune_<name>=...`` apply to the images (and, with
+        ``pixelprune_video=True``, the videos) it processes."""
         settings = self.effective_pixelprune_settings(kwargs)
         token = _CALL_SETTINGS.set(settings)
         try:
@@ -173,9 +183,48 @@ class PixelPruneQwen3VLProcessor(Qwen3VLProcessor):
         )
         return self.image_token * counts[image_idx]
 
+    def _process_videos(self, videos: Any, **kwargs: Any):
+        settings = self.effective_pixelprune_settings()
+        if not settings.prunes_videos:
+            return super()._process_videos(videos, **kwargs)
+        processed = self.video_processor(videos, **kwargs)
+        # The video processor's own geometry and normalisation (they may differ from the images').
+        geometry = PatchGeometry.from_image_processor(self.video_processor, kwargs)
+        pixels = processed["pixel_values_videos"]
+        keep_mask, stats = prune_video_batch(pixels, processed["video_grid_thw"], settings, geometry)
+        processed[VIDEO_KEEP_MASK_KEY] = keep_mask if isinstance(pixels, torch.Tensor) else keep_mask.numpy()
+        self.last_video_pruning_stats = stats
+        replacements = [self.replace_video_token(processed, video_idx=i, **kwargs) for i in range(len(stats))]
+        return processed, replacements
+
+    def replace_video_token(self, video_inputs: dict, video_idx: int, **kwargs: Any) -> str:
+        """The stock string (timestamps, then one ``<|vision_start|>`` + ``<|video_pad|>`` run +
+        ``<|vision_end|>`` per temporal slice) with each slice's run at its kept length.
+
+        The stock text is rewritten rather than rebuilt so that the timestamp logic stays
+        transformers' own (it differs between releases)."""
+        stock = super().replace_video_token(video_inputs, video_idx, **kwargs)
+        if VIDEO_KEEP_MASK_KEY not in video_inputs:
+            return stock
+        merge_size = self.video_processor.merge_size  # the stock method's run length uses it
+        grids = torch.as_tensor(video_inputs["video_grid_thw"]).reshape(-1, 3)
+        kept = video_kept_per_slice(torch.as_tensor(video_inputs[VIDEO_KEEP_MASK_KEY]), grids, merge_size)[video_idx]
+        t, h, w = grids[video_idx].tolist()
+        start, end, pad = self.vision_start_token, self.vision_end_token, self.video_token
+        between = stock.split(start + pad * (h * w // merge_size**2) + end)
+        if len(between) != t + 1:
+            raise RuntimeError(
+                f"PixelPrune expected the stock video placeholder of video {video_idx} to hold {t} slice runs of "
+                f"{h * w // merge_size**2} {pad}; found {len(between) - 1}. This transformers release writes "
+                "video placeholders differently; please report it."
+            )
+        return between[0] + "".join(
+            start + pad * int(k) + end + text for k, text in zip(kept.tolist(), between[1:])
+        )
+
     @property
     def model_input_names(self) -> list[str]:
-        return super().model_input_names + [KEEP_MASK_KEY]
+        return super().model_input_names + [KEEP_MASK_KEY, VIDEO_KEEP_MASK_KEY]
 
 
 class PixelPruneQwen3_5Processor(PixelPruneQwen3VLProcessor):
@@ -186,4 +235,4 @@ class PixelPruneQwen3_5Processor(PixelPruneQwen3VLProcessor):
     """
 
 
-__all__ = ["KEEP_MASK_KEY", "PixelPruneQwen3VLProcessor", "PixelPruneQwen3_5Processor"]
+__all__ = ["KEEP_MASK_KEY", "VIDEO_KEEP_MASK_KEY", "PixelPruneQwen3VLProcessor", "PixelPruneQwen3_5Processor"]

@@ -17,6 +17,12 @@ keeps the native resolution and pixel-identical regions stay pixel-identical.
 - :func:`uint8_noise_image`: uniform random pixels drawn directly as ``uint8`` (a different pixel
   stream from :func:`noise_image` for the same seed; both prune nothing).
 
+Videos are lists of same-size frames (PIL), as a processor accepts them:
+
+- :func:`typing_video`: a word page on which a few "words" appear frame by frame (a screen
+  recording: slice 0 prunes like a page, later slices mostly repeat the previous one).
+- :func:`noise_video`: every frame fresh uniform noise: nothing prunable.
+
 Every factory is ``(width, height, *, seed)`` (no seed where the image is not random) and
 deterministic; tests compare outputs against references computed on these exact pixels, so a
 factory's pixels must never change (add a new factory instead).
@@ -151,3 +157,24 @@ def uint8_noise_image(width: int = 96, height: int = 64, *, seed: int = 0) -> Im
     """Uniform random pixels drawn as ``uint8`` (nothing redundant; not :func:`noise_image`'s pixels)."""
     rng = np.random.default_rng(seed)
     return _rgb(rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8))
+
+
+def typing_video(width: int = 192, height: int = 128, frames: int = 6, *, seed: int = 0) -> list[Image.Image]:
+    """A word page (:func:`word_page_image`) on which one dark "word" appears every second frame,
+    at a random place: the frames of a temporal slice (two frames) are identical except when a
+    word lands between them, and each slice repeats the previous one except where words landed."""
+    rng = np.random.default_rng(seed + 1000)
+    page = np.array(word_page_image(width, height, seed=seed))
+    out = []
+    for index in range(frames):
+        if index and index % 2 == 1:
+            top, left = int(rng.integers(0, height - 10)), int(rng.integers(0, width - 24))
+            page[top : top + 9, left : left + int(rng.integers(8, 24))] = rng.integers(0, 90, 3, dtype=np.uint8)
+        out.append(_rgb(page.copy()))
+    return out
+
+
+def noise_video(width: int = 96, height: int = 64, frames: int = 4, *, seed: int = 0) -> list[Image.Image]:
+    """Fresh uniform ``uint8`` noise in every frame: no token equals a neighbour or its predecessor."""
+    rng = np.random.default_rng(seed + 2000)
+    return [_rgb(rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)) for _ in range(frames)]

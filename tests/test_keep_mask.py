@@ -97,7 +97,9 @@ def test_one_name():
     def stock(self, input_ids=None, **kwargs):
         return None
 
-    assert KEEP_MASK_KEY in inspect.signature(keep_mask_forward(stock)).parameters
+    parameters = inspect.signature(keep_mask_forward(stock)).parameters
+    assert KEEP_MASK_KEY in parameters and km.VIDEO_KEEP_MASK_KEY in parameters
+    assert processing_pixelprune.VIDEO_KEEP_MASK_KEY is km.VIDEO_KEEP_MASK_KEY == "video_keep_mask"
 
 
 def test_the_model_validates_the_mask_once_per_forward(monkeypatch, tiny_checkpoint):
@@ -126,3 +128,18 @@ def test_the_model_validates_the_mask_once_per_forward(monkeypatch, tiny_checkpo
     with torch.no_grad():
         model(**inputs)
     assert len(builds) == 1
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_frame_kept_indices_are_each_slices_kept_cells(seed):
+    """Per temporal slice of a grid, the kept raster indices within the slice (a video slice's
+    M-RoPE span), against a per-slice reference; their sizes are :meth:`KeepMask.kept_per_frame`."""
+    grids = torch.tensor([[3, 4, 6], [2, 2, 4]])  # 3 slices of 6 tokens, 2 slices of 2
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.rand(3 * 6 + 2 * 2, generator=g) < 0.5
+    mask[[0, 6, 12, 18, 20]] = True  # every slice keeps its first token
+    keep = KeepMask.build(mask, grids, 2, name=km.VIDEO_KEEP_MASK_KEY)
+    slices = [mask[0:6], mask[6:12], mask[12:18], mask[18:20], mask[20:22]]
+    got = [*keep.frame_kept_indices(0), *keep.frame_kept_indices(1)]
+    assert [t.tolist() for t in got] == [torch.nonzero(s).flatten().tolist() for s in slices]
+    assert [t.numel() for t in got] == keep.kept_per_frame().tolist()

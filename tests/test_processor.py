@@ -281,6 +281,7 @@ def test_save_load_round_trip(family, ckpt, tmp_path):
     assert saved["processor_class"] == cls.__name__
     assert saved["pixelprune"] == {
         "enabled": True, "threshold": 0.05, "metric": "mae", "method": "serpentine", "anchored": None, "verbose": False,
+        "video": False,
     }
     loaded = cls.from_pretrained(tmp_path)
     assert loaded.pixelprune_settings == processor.pixelprune_settings

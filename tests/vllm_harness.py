@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 HERE = Path(__file__).parent
@@ -25,6 +26,8 @@ PIXELPRUNE_ARCHITECTURES = {
 }
 CHAT = "<|im_start|>user\n{images}{text}<|im_end|>\n<|im_start|>assistant\n"
 IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
+VIDEO = "<|vision_start|><|video_pad|><|vision_end|>"
+VIDEO_FPS = 2.0
 
 
 def hf_python() -> str | None:
@@ -105,6 +108,39 @@ def save_images(work: Path, groups: list[list[Image.Image]]) -> list[list[str]]:
         paths.append([str(work / f"{i}_{j}.png") for j in range(len(images))])
         for image, path in zip(images, paths[-1]):
             image.save(path)
+    return paths
+
+
+def video_metadata(num_frames: int, fps: float = VIDEO_FPS) -> dict:
+    """The metadata of a pre-sampled video as vLLM's loaders return it (every frame sampled, no
+    resampling by the processor); the transformers side gets the same fps and frame indices."""
+    return {"fps": fps, "duration": num_frames / fps, "total_num_frames": num_frames,
+            "frames_indices": list(range(num_frames)), "video_backend": "opencv", "do_sample_frames": False}
+
+
+def screen_video(frames: int = 4, width: int = 128, height: int = 96, *, seed: int = 0) -> np.ndarray:
+    """``(frames, height, width, 3)`` uint8: a white page with a noisy block that stays put and a
+    second one that appears at frame 2 (a screen recording: slice 1 repeats most of slice 0)."""
+    rng = np.random.default_rng(seed)
+    video = np.full((frames, height, width, 3), 255, np.uint8)
+    video[:, 8:40, 16:60] = rng.integers(0, 256, (32, 44, 3), dtype=np.uint8)
+    video[frames // 2:, 56:90, 70:120] = rng.integers(0, 256, (34, 50, 3), dtype=np.uint8)
+    return video
+
+
+def smooth_video(frames: int = 4, width: int = 128, height: int = 96) -> np.ndarray:
+    """A colour gradient panning by one pixel per frame: nothing repeats exactly, but neighbours
+    are close (pruned only above threshold 0)."""
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack([np.stack([(x + f) * 2 % 256, y * 2 % 256, (x + y + f) % 256], -1) for f in range(frames)]).astype(np.uint8)
+
+
+def save_videos(work: Path, videos: dict[str, np.ndarray]) -> dict[str, str]:
+    """Save each video as ``.npy`` under ``work`` (the transformers side loads the same frames)."""
+    paths = {}
+    for name, video in videos.items():
+        paths[name] = str(work / f"{name}.npy")
+        np.save(paths[name], video)
     return paths
 
 

@@ -5,9 +5,11 @@
         Build a tiny checkpoint (tests/tiny_models.py) for FAMILY in OUT_DIR.
     python tests/vllm_hf_reference.py generate REQUEST.json RESULT.json
         REQUEST: {"checkpoint", "family", "max_new_tokens", "cases": [{"prompt", "images": [png
-        paths], "settings": {"pixelprune_threshold": ...}}]}. RESULT: one {"kept": [per image],
-        "total": [per image], "prompt_len", "tokens": [greedy ids]} per case, from the PixelPrune
-        transformers processor and model classes.
+        paths], "videos": [{"path": .npy frames (T, H, W, 3) uint8, "fps"}], "settings":
+        {"pixelprune_threshold": ...}}]}. RESULT: one {"kept": [per image], "total": [per image],
+        "video_kept": [per video: [per slice]], "video_total": [per video: [per slice]],
+        "prompt_len", "tokens": [greedy ids]} per case, from the PixelPrune transformers processor
+        and model classes (videos pre-sampled: every frame, ``do_sample_frames=False``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ def build(family: str, out_dir: str) -> None:
 
 
 def generate(request_path: str, result_path: str) -> None:
+    import numpy as np
     import torch
     from PIL import Image
 
@@ -47,15 +50,28 @@ def generate(request_path: str, result_path: str) -> None:
     results = []
     for case in request["cases"]:
         images = [Image.open(p).convert("RGB") for p in case["images"]]
-        inputs = processor(text=[case["prompt"]], images=images or None, return_tensors="pt", **case.get("settings", {}))
+        videos = [np.load(v["path"]) for v in case.get("videos", [])]
+        video_kwargs = {}
+        if videos:
+            video_kwargs = {"videos": videos, "do_sample_frames": False, "video_metadata": [
+                {"fps": v["fps"], "total_num_frames": len(frames), "duration": len(frames) / v["fps"],
+                 "frames_indices": list(range(len(frames)))} for v, frames in zip(case["videos"], videos)]}
+        inputs = processor(text=[case["prompt"]], images=images or None, return_tensors="pt", **video_kwargs,
+                           **case.get("settings", {}))
         grids = inputs["image_grid_thw"].tolist() if images else []
         total = [t * h * w // merge**2 for t, h, w in grids]
         keep = inputs.get("image_keep_mask")
         kept = [int(m.sum()) for m in torch.split(keep, total)] if keep is not None else total
+        video_grids = inputs["video_grid_thw"].tolist() if videos else []
+        slice_total = [[h * w // merge**2] * t for t, h, w in video_grids]
+        video_keep = inputs.get("video_keep_mask")
+        video_kept = ([m.view(len(n), -1).sum(-1).tolist() for m, n in zip(torch.split(video_keep, [sum(n) for n in slice_total]), slice_total)]
+                      if video_keep is not None else slice_total)
         with torch.no_grad():
             out = model.generate(**inputs, max_new_tokens=request["max_new_tokens"], do_sample=False)
         prompt_len = inputs["input_ids"].shape[1]
-        results.append({"kept": kept, "total": total, "prompt_len": prompt_len, "tokens": out[0, prompt_len:].tolist()})
+        results.append({"kept": kept, "total": total, "video_kept": video_kept, "video_total": slice_total,
+                        "prompt_len": prompt_len, "tokens": out[0, prompt_len:].tolist()})
     Path(result_path).write_text(json.dumps(results))
 
 

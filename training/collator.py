@@ -8,6 +8,11 @@ Each sample is a conversation in the chat format of transformers and TRL::
         {"role": "assistant", "content": [{"type": "text", "text": "42.50"}]}],
      "images": [...]}   # optional (TRL's layout): fills the `{"type": "image"}` parts in order
 
+Video parts, ``{"type": "video", "video": <list of frames | path | URL>}`` (or a ``"videos"`` list
+filling ``{"type": "video"}`` parts), go to the processor's video processor (it needs torchvision);
+with ``video`` pruning on (``processor_kwargs={"pixelprune_video": True}`` or the processor's
+settings) each temporal slice expands to its kept count and ``video_keep_mask`` comes along.
+
 The collator renders it with the processor's chat template and runs the PixelPrune processor (so
 each image expands to its *kept* number of ``<|image_pad|>`` tokens and ``image_keep_mask`` comes
 along), then builds ``labels``: the tokens of every assistant turn (its text and the closing
@@ -21,15 +26,16 @@ Two layouts:
   ``position_ids`` of shape ``(4, 1, L)``: row 0 restarts at 0 for every sample (transformers
   reads a restart as a sequence boundary and builds a block-diagonal causal mask, or flash-attention
   varlen segments), rows 1-3 carry each sample's own M-RoPE (t, h, w) positions, with kept image
-  tokens at their unpruned positions (:func:`pixelprune.modeling.rope_index.pruned_rope_positions`,
+  and video tokens at their unpruned positions (:func:`pixelprune.modeling.rope_index.pruned_rope_positions`,
   the rule the model itself uses). The first label of every sample is ``-100`` so no token is
   predicted across a boundary. ``use_cache=False`` comes with the batch: a model that builds a KV
   cache during a training forward (``use_cache`` defaults to the config's ``True``) skips the
   packed-sequence detection and would let samples attend to each other.
 
-Images of all samples are concatenated in sample order (``pixel_values``, ``image_grid_thw``,
-``image_keep_mask``), exactly as the processor would return them for the whole batch, so the vision
-tower encodes each image in its own attention segment either way.
+Images (videos) of all samples are concatenated in sample order (``pixel_values``, ``image_grid_thw``,
+``image_keep_mask``; ``pixel_values_videos``, ``video_grid_thw``, ``video_keep_mask``), exactly as
+the processor would return them for the whole batch, so the vision tower encodes each image (video
+slice) in its own attention segment either way.
 
 Truncation (``max_length``) is the processor's: text after the images may be cut (the answer's
 labels are cut with it; a sample whose answer is cut away entirely contributes no labels), and a
@@ -45,7 +51,6 @@ from typing import Any
 
 import torch
 
-from ..core.keep_mask import tokens_per_image
 from ..modeling.rope_index import pruned_rope_positions
 
 logger = logging.getLogger(__name__)
@@ -56,7 +61,9 @@ IGNORE_INDEX = -100
 
 # Per-item keys: tensors whose first dimension runs over images / patches / videos, concatenated in
 # sample order. Everything else the processor returns is per token, shape (1, L).
-_ITEM_KEYS = ("pixel_values", "image_grid_thw", "image_keep_mask", "pixel_values_videos", "video_grid_thw")
+_ITEM_KEYS = (
+    "pixel_values", "image_grid_thw", "image_keep_mask", "pixel_values_videos", "video_grid_thw", "video_keep_mask",
+)
 _TOKEN_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids")
 
 
@@ -142,7 +149,7 @@ class PixelPruneDataCollator:
         ``prune=False`` disables PixelPrune for this call (the distillation teacher's input);
         ``max_length=-1`` means the collator's own.
         """
-        messages, images = self._messages_and_images(sample)
+        messages, images, videos = self._messages_and_media(sample)
         text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
         kwargs = dict(self.processor_kwargs)
         if not prune:
@@ -150,7 +157,9 @@ class PixelPruneDataCollator:
         max_length = self.max_length if max_length == -1 else max_length
         if max_length is not None:
             kwargs.update(truncation=True, max_length=max_length)
-        out = self.processor(text=[text], images=images or None, return_tensors="pt", padding=False, **kwargs)
+        out = self.processor(
+            text=[text], images=images or None, videos=videos or None, return_tensors="pt", padding=False, **kwargs
+        )
         encoded = {k: out[k] for k in (*_TOKEN_KEYS, *_ITEM_KEYS) if k in out and out[k] is not None}
         if "mm_token_type_ids" not in encoded:  # the stock processors return it; keep the contract anyway
             encoded["mm_token_type_ids"] = torch.zeros_like(encoded["input_ids"], dtype=torch.int32)
@@ -180,7 +189,9 @@ class PixelPruneDataCollator:
     # ------------------------------------------------------------------------------------------
     # helpers
 
-    def _messages_and_images(self, sample: Mapping[str, Any]) -> tuple[list, list]:
+    def _messages_and_media(self, sample: Mapping[str, Any]) -> tuple[list, list, list]:
+        """The messages with bare ``{"type": "image"}`` / ``{"type": "video"}`` parts, and the images
+        and videos they stand for, in order."""
         from transformers.image_utils import load_image
 
         if "messages" not in sample:
@@ -188,9 +199,13 @@ class PixelPruneDataCollator:
                 f"A sample needs a 'messages' list (chat format); got keys {sorted(sample)}. "
                 "See pixelprune.training.collator for the layout."
             )
-        given = list(sample.get("images") or ([sample["image"]] if sample.get("image") is not None else []))
-        given_iter = iter(given)
-        images, messages = [], []
+        given = {
+            kind: list(sample.get(f"{kind}s") or ([sample[kind]] if sample.get(kind) is not None else []))
+            for kind in ("image", "video")
+        }
+        given_iter = {kind: iter(items) for kind, items in given.items()}
+        media: dict[str, list] = {"image": [], "video": []}
+        messages = []
         for message in sample["messages"]:
             content = message.get("content")
             if isinstance(content, str):
@@ -198,23 +213,25 @@ class PixelPruneDataCollator:
                 continue
             parts = []
             for part in content:
-                if part.get("type") == "image":
-                    image = part.get("image", part.get("url", part.get("path")))
-                    if image is None:
-                        image = next(given_iter, None)
-                        if image is None:
+                kind = part.get("type")
+                if kind in media:
+                    item = part.get(kind, part.get("url", part.get("path")))
+                    if item is None:
+                        item = next(given_iter[kind], None)
+                        if item is None:
                             raise ValueError(
-                                f"The sample's messages hold more image parts than its {len(given)} 'images'."
+                                f"The sample's messages hold more {kind} parts than its {len(given[kind])} '{kind}s'."
                             )
-                    images.append(load_image(image) if isinstance(image, str) else image)
-                    part = {"type": "image"}
-                elif part.get("type") == "video":
-                    raise ValueError("Video samples are not supported by PixelPruneDataCollator yet.")
+                    if kind == "image" and isinstance(item, str):
+                        item = load_image(item)
+                    media[kind].append(item)  # a video path is loaded by the video processor
+                    part = {"type": kind}
                 parts.append(part)
             messages.append({**message, "content": parts})
-        if next(given_iter, None) is not None:
-            raise ValueError(f"The sample has {len(given)} 'images' but fewer image parts in its messages.")
-        return messages, images
+        for kind, items in given_iter.items():
+            if next(items, None) is not None:
+                raise ValueError(f"The sample has {len(given[kind])} '{kind}s' but fewer {kind} parts in its messages.")
+        return messages, media["image"], media["video"]
 
     def _collate(self, encoded: list[dict]) -> dict[str, Any]:
         if self.padding_free:
@@ -280,13 +297,14 @@ def sample_position_ids(e: dict, merge_size: int) -> torch.Tensor:
     """(4, L) positions of one sample: text positions (0..L-1) over its M-RoPE (t, h, w) rows."""
     ids = e["input_ids"]
     text = torch.arange(ids.shape[1], dtype=torch.long)
-    grid = e.get("image_grid_thw")
-    if grid is None:  # text only (videos are refused by the collator)
+    grid, video_grid = e.get("image_grid_thw"), e.get("video_grid_thw")
+    if grid is None and video_grid is None:  # text only
         return text.expand(4, -1).clone()
-    keep = e.get("image_keep_mask")
-    if keep is None:  # pruning disabled: keeping every token gives the stock positions
-        keep = torch.ones(sum(tokens_per_image(grid, merge_size)), dtype=torch.bool)
-    mrope, _ = pruned_rope_positions(ids, e["mm_token_type_ids"], grid, None, None, keep, spatial_merge_size=merge_size)
+    # A modality without a keep mask (pruning disabled) gets the stock positions.
+    mrope, _ = pruned_rope_positions(
+        ids, e["mm_token_type_ids"], grid, video_grid, None, e.get("image_keep_mask"),
+        spatial_merge_size=merge_size, video_keep_mask=e.get("video_keep_mask"),
+    )
     return torch.cat([text[None], mrope[:, 0].long()])
 
 

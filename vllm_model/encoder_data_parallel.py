@@ -1,5 +1,9 @@
 """``--mm-encoder-tp-mode data`` for PixelPrune: the ViT runs data-parallel over KEPT patches.
 
+Images and videos alike: vLLM encodes each modality of a batch in its own call, and a video is
+one item (its slices stay on one rank, each slice one attention sequence of its kept length, as
+on a single rank); "image" below means either.
+
 With ``mm_encoder_tp_mode="data"`` vLLM replicates the (small) ViT on every tensor-parallel rank
 and splits the images of a batch between ranks (``run_dp_sharded_mrope_vision_model``): images are
 balanced by patch count with :func:`vllm.model_executor.models.vision.get_load_balance_assignment`,
@@ -108,7 +112,8 @@ def rank_inputs(pixel_values: torch.Tensor, keep: KeepMask, images: list[int]) -
     rows = torch.cat([starts[i] + torch.nonzero(patch_keep_mask(keep.per_image[i], keep.merge_size)).reshape(-1)
                       for i in images])
     local = KeepMask(torch.cat([keep.per_image[i] for i in images]), tuple(keep.grids[i] for i in images),
-                     keep.merge_size, tuple(keep.totals[i] for i in images), tuple(keep.kept[i] for i in images))
+                     keep.merge_size, tuple(keep.totals[i] for i in images), tuple(keep.kept[i] for i in images),
+                     keep.name)
     return pixel_values.index_select(0, rows.to(pixel_values.device)), local
 
 

@@ -4,14 +4,17 @@ M-RoPE positions. Registered lazily by :mod:`pixelprune.vllm_model.plugin`.
 
 What the subclasses change (everything else is the stock vLLM model):
 
-* ``_parse_and_validate_image_input`` also takes ``image_keep_mask`` (from the processor);
-* ``_process_image_input`` runs the stock ViT on the kept patches with full-grid position data
-  (learned position embedding interpolated to the full grid, 2-D rotary table) gathered at those
-  patches and one attention sequence per image of its kept length; one embedding (+ deepstack
-  features) comes out per kept token, and the count is asserted against the mask (vLLM would
-  silently drop surplus rows);
-* ``get_mrope_input_positions`` gives kept tokens their unpruned positions
-  (:func:`~pixelprune.core.mrope_positions.pruned_mrope_positions`, shared with transformers);
+* ``_parse_and_validate_image_input`` / ``_parse_and_validate_video_input`` also take
+  ``image_keep_mask`` / ``video_keep_mask`` (from the processor);
+* ``_process_image_input`` / ``_process_video_input`` run the stock ViT on the kept patches with
+  full-grid position data (learned position embedding interpolated to the full grid, 2-D rotary
+  table) gathered at those patches and one attention sequence per image / video slice of its
+  kept length; one embedding (+ deepstack features) comes out per kept token, and the count is
+  asserted against the mask (vLLM would silently drop surplus rows);
+* ``get_mrope_input_positions`` gives kept tokens their unpruned positions, each video slice a
+  grid of its own between its timestamps as stock, and checks every slice's placeholder run
+  against its kept count (:func:`~pixelprune.core.mrope_positions.pruned_mrope_positions`,
+  shared with transformers);
 * start-up refuses the options that assume full grids (:func:`check_supported_config`).
 
 Parallelism: nothing here depends on the rank. Under tensor parallelism every rank runs the same
@@ -32,7 +35,7 @@ from typing import Any
 
 import torch
 
-from ..core.keep_mask import KEEP_MASK_KEY, KeepMask
+from ..core.keep_mask import KEEP_MASK_KEY, VIDEO_KEEP_MASK_KEY, KeepMask
 from ..core.mrope_positions import GridSpan, pruned_mrope_positions
 from .encoder_data_parallel import encode_kept_patches_data_parallel
 from .multimodal_processor import (
@@ -60,7 +63,11 @@ def check_supported_config(vllm_config: Any) -> None:
     """Refuse, with the option's name, what assumes full image grids.
 
     * ``--video-pruning-rate`` (EVS / VidCom2): rewrites M-RoPE positions of every image and video
-      from full grids after the encoder.
+      from full grids after the encoder (positions appended to the image embeddings are those of
+      the full grid, so even with video pruning off a pruned image would not fit), and lumps a
+      video's tokens into its first slice, where PixelPrune keeps each slice's own run. Both
+      prune videos; use one of them (PixelPrune's ``pixelprune_video``, or EVS on the stock
+      architecture).
     * ``compilation_config.cudagraph_mm_encoder``: replays encoder graphs sized by full grids.
     """
     mm_config = vllm_config.model_config.get_multimodal_config()
@@ -68,7 +75,8 @@ def check_supported_config(vllm_config: Any) -> None:
     if mm_config.get_video_pruning_spec() is not None:
         problems.append(
             f"--video-pruning-rate {mm_config.video_pruning_rate} (EVS/VidCom2 video pruning recomputes "
-            "M-RoPE positions from full grids); leave it unset"
+            "M-RoPE positions from full grids); leave it unset (PixelPrune prunes videos before the ViT "
+            "itself: mm_processor_kwargs pixelprune_video=true)"
         )
     if getattr(vllm_config.compilation_config, "cudagraph_mm_encoder", False):
         problems.append(
@@ -87,14 +95,15 @@ def kept_patch_encoder_metadata(
 ) -> dict[str, torch.Tensor | None]:
     """``encoder_metadata`` for the stock ``Qwen3_VisionTransformer.forward`` on kept patches.
 
-    ``keep`` is the :class:`~pixelprune.core.keep_mask.KeepMask` of the images of ``grid_thw``
-    (or a raw CPU mask, validated here). Position data are computed for the FULL grids (as stock)
-    and gathered at the kept patches; attention runs over one sequence per image frame of its
-    kept length (the cu_seqlens rule shared with the transformers classes). Mirrors the stock
-    ``prepare_encoder_metadata`` (same backend helpers).
+    ``keep`` is the :class:`~pixelprune.core.keep_mask.KeepMask` of the images or videos of
+    ``grid_thw`` (or a raw CPU image mask, validated here). Position data are computed for the
+    FULL grids (as stock) and gathered at the kept patches; attention runs over one sequence per
+    image / video slice of its kept length (the cu_seqlens rule shared with the transformers
+    classes). Mirrors the stock ``prepare_encoder_metadata`` (same backend helpers).
     """
     device = visual.device
-    keep = KeepMask.of(keep, grid_thw, visual.spatial_merge_size)
+    name = keep.name if isinstance(keep, KeepMask) else KEEP_MASK_KEY
+    keep = KeepMask.of(keep, grid_thw, visual.spatial_merge_size, name=name)
     patch_index = keep.patch_indices.to(device)
     grid_thw_list = [list(g) for g in keep.grids]
     cos, sin = visual.rot_pos_emb(grid_thw_list)
@@ -113,21 +122,25 @@ def kept_patch_encoder_metadata(
     }
 
 
-class PrunedImageInput:
-    """The stock parsed image input plus its ``image_keep_mask`` (item access is delegated)."""
+class PrunedInput:
+    """A stock parsed image / video input plus its keep mask (item access is delegated)."""
 
-    def __init__(self, image_input: Any, keep_mask: torch.Tensor) -> None:
-        self.image_input = image_input
+    def __init__(self, mm_input: Any, keep_mask: torch.Tensor) -> None:
+        self.mm_input = mm_input
         self.keep_mask = keep_mask
 
     def __getitem__(self, key: str) -> Any:
-        return self.image_input[key]
+        return self.mm_input[key]
 
     def get(self, key: str, default: Any = None) -> Any:
         try:
-            return self.image_input[key]
+            return self.mm_input[key]
         except KeyError:
             return default
+
+
+PrunedImageInput = PrunedInput
+"""The former name of :class:`PrunedInput`."""
 
 
 def _flat_keep_mask(value: Any) -> torch.Tensor:
@@ -151,21 +164,41 @@ class PixelPruneModelMixin:
         image_input = super()._parse_and_validate_image_input(**kwargs)
         if image_input is None or keep_mask is None or image_input["type"] != "pixel_values":
             return image_input
-        return PrunedImageInput(image_input, _flat_keep_mask(keep_mask))
+        return PrunedInput(image_input, _flat_keep_mask(keep_mask))
+
+    def _parse_and_validate_video_input(self, **kwargs: object):
+        keep_mask = kwargs.pop(VIDEO_KEEP_MASK_KEY, None)
+        video_input = super()._parse_and_validate_video_input(**kwargs)
+        if video_input is None or keep_mask is None or video_input["type"] != "pixel_values_videos":
+            return video_input
+        return PrunedInput(video_input, _flat_keep_mask(keep_mask))
 
     def _process_image_input(self, image_input: Any) -> tuple[torch.Tensor, ...]:
-        if not isinstance(image_input, PrunedImageInput):
+        if not isinstance(image_input, PrunedInput):
             return super()._process_image_input(image_input)
         grid_thw = image_input["image_grid_thw"]
-        merge_size = self.visual.spatial_merge_size
         # Validated once, on the CPU; the encoder metadata and the split use the value.
-        keep = KeepMask.build(image_input.keep_mask, grid_thw, merge_size)
+        keep = KeepMask.build(image_input.keep_mask, grid_thw, self.visual.spatial_merge_size)
         if keep.all_kept:
             # Nothing pruned: exactly the stock path.
-            return super()._process_image_input(image_input.image_input)
-        pixel_values = image_input["pixel_values"]
-        if self.use_data_parallel:  # --mm-encoder-tp-mode data: images split across ranks by kept patches
+            return super()._process_image_input(image_input.mm_input)
+        return self._encode_kept_patches(image_input["pixel_values"], keep)
+
+    def _process_video_input(self, video_input: Any) -> tuple[torch.Tensor, ...]:
+        if not isinstance(video_input, PrunedInput):
+            return super()._process_video_input(video_input)
+        keep = KeepMask.build(video_input.keep_mask, video_input["video_grid_thw"], self.visual.spatial_merge_size,
+                              name=VIDEO_KEEP_MASK_KEY)
+        if keep.all_kept:
+            return super()._process_video_input(video_input.mm_input)
+        return self._encode_kept_patches(video_input["pixel_values_videos"], keep)
+
+    def _encode_kept_patches(self, pixel_values: torch.Tensor, keep: KeepMask) -> tuple[torch.Tensor, ...]:
+        """The ViT on the kept patches of the images or videos of ``keep``: one tensor of kept-token
+        embeddings per item, in item order."""
+        if self.use_data_parallel:  # --mm-encoder-tp-mode data: items split across ranks by kept patches
             return encode_kept_patches_data_parallel(self.visual, pixel_values, keep, kept_patch_encoder_metadata)
+        grid_thw = keep.grid_thw
         metadata = kept_patch_encoder_metadata(self.visual, grid_thw, keep)
         kept_rows = pixel_values.index_select(0, keep.patch_indices.to(pixel_values.device))
         embeds = self.visual(kept_rows, grid_thw, encoder_metadata=metadata)
@@ -188,18 +221,32 @@ class PixelPruneModelMixin:
                 keep = KeepMask.build(data[KEEP_MASK_KEY].data.reshape(-1), [[t, h, w]], merge_size)
                 spans.append(GridSpan(feature.mm_position.offset, h // merge_size, w // merge_size, keep.kept_indices[0]))
                 continue
-            # Videos and precomputed embeddings: the stock full-grid walk (one span per frame).
-            for offset, grid_h, grid_w, num in Qwen3VLForConditionalGeneration._iter_mm_grid_hw(
+            slice_kept: list[torch.Tensor] | None = None
+            if feature.modality == "video" and data is not None and VIDEO_KEEP_MASK_KEY in data:
+                keep = KeepMask.build(data[VIDEO_KEEP_MASK_KEY].data.reshape(-1), data["video_grid_thw"].data,
+                                      merge_size, name=VIDEO_KEEP_MASK_KEY)
+                slice_kept = list(keep.frame_kept_indices(0))
+            # One span per image / video slice, found by the stock walk (a slice's run sits between
+            # its own vision start/end tokens, after its timestamp).
+            frames = list(Qwen3VLForConditionalGeneration._iter_mm_grid_hw(
                 input_tokens,
                 [feature],
                 video_token_id=config.video_token_id,
                 vision_start_token_id=config.vision_start_token_id,
                 vision_end_token_id=config.vision_end_token_id,
                 spatial_merge_size=merge_size,
-            ):
-                if num != grid_h * grid_w:
-                    raise ValueError(f"PixelPrune: a frame has {num} tokens for a {grid_h}x{grid_w} grid.")
-                spans.append(GridSpan(offset, grid_h, grid_w))
+            ))
+            if slice_kept is not None and len(frames) != len(slice_kept):
+                raise ValueError(f"PixelPrune: a video has {len(frames)} slices in the prompt, its mask {len(slice_kept)}.")
+            for s, (offset, grid_h, grid_w, num) in enumerate(frames):
+                kept = None if slice_kept is None else slice_kept[s]
+                span = GridSpan(offset, grid_h, grid_w, kept)
+                if num != span.num_tokens:  # the EVS bug class: never let a count drift silently
+                    raise ValueError(
+                        f"PixelPrune: {feature.modality} slice {s} has {num} placeholder tokens in the prompt "
+                        f"but {span.num_tokens} kept tokens ({grid_h}x{grid_w} grid)."
+                    )
+                spans.append(span)
         return pruned_mrope_positions(len(input_tokens), spans)
 
 
