@@ -34,6 +34,7 @@ from .core.selector import PatchGeometry
 
 __all__ = [
     "STOCK_VIDEO_PROCESSOR_CONFIG",
+    "VIDEO_CONTAINER_FORMATS",
     "VIDEO_EXTENSIONS",
     "VIDEO_EXTRA",
     "PreprocessedVideo",
@@ -140,16 +141,23 @@ def _import_av() -> Any:
         raise VideoSupportMissing(f"decoding videos needs PyAV (the `av` package): {VIDEO_EXTRA}") from None
 
 
+# Demuxers whose detection is by content (FFmpeg also "opens" text files as ANSI art and images
+# by their extension: those are not videos to us).
+VIDEO_CONTAINER_FORMATS = frozenset({"mov", "mp4", "matroska", "webm", "avi", "mpegts", "mpeg", "flv", "asf", "ogg"})
+
+
 def probe_video(path: Path) -> bool:
-    """Whether PyAV (when installed) opens ``path`` as a container with a video stream; for files whose
-    extension says nothing. Never raises for unreadable files (they are reported by the caller)."""
+    """Whether PyAV (when installed) finds a video container (:data:`VIDEO_CONTAINER_FORMATS`) with a
+    video stream in ``path``; for files whose extension says nothing. Never raises for unreadable
+    files (they are reported by the caller)."""
     try:
         av = importlib.import_module("av")
     except ImportError:
         return False
     try:
         with av.open(str(path)) as container:
-            return bool(container.streams.video)
+            formats = set(container.format.name.split(","))
+            return bool(formats & VIDEO_CONTAINER_FORMATS) and bool(container.streams.video)
     except Exception:  # noqa: BLE001 - any failure means "not a video we can read"
         return False
 
