@@ -7,7 +7,8 @@ structure oracles from docs/ALGORITHM.md section 7 (a static clip keeps exactly 
 beyond slice 0's image result; a noise clip keeps everything).
 
 Needs PyAV, transformers and torchvision (the stock video processor); skipped otherwise, except
-the error messages for what is missing, which are checked wherever they can be.
+the error messages for what is missing, which are checked wherever they can be (for real where the
+package is absent, simulated elsewhere).
 """
 
 from __future__ import annotations
@@ -24,16 +25,20 @@ from PIL import Image
 from pixelprune import select_tokens, select_video_keep_mask
 from pixelprune.cli import main
 
-av = pytest.importorskip("av", reason="PyAV (`av`, the `video` extra) is not installed")
-
 from images import document_image  # noqa: E402
 from tiny_models import video_processor_dict  # noqa: E402
-from videos import decode_all, typing_frames, write_clip  # noqa: E402
 
-HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None and importlib.util.find_spec("transformers") is not None
+HAS_AV = importlib.util.find_spec("av") is not None
+HAS_PROCESSOR = all(importlib.util.find_spec(name) is not None for name in ("transformers", "torchvision"))
+needs_av = pytest.mark.skipif(not HAS_AV, reason="PyAV (`av`, the `video` extra) is not installed: clips cannot be written")
 needs_processor = pytest.mark.skipif(
-    not HAS_TORCHVISION, reason="the stock Qwen3-VL video processor needs transformers and torchvision"
+    not (HAS_AV and HAS_PROCESSOR),
+    reason="needs PyAV (`av`) and the stock Qwen3-VL video processor (transformers and torchvision)",
 )
+if HAS_AV:
+    import av
+
+    from videos import decode_all, typing_frames, write_clip
 FPS = 4  # clips are written at 4 fps; the processor samples 2 per second
 
 
@@ -273,8 +278,12 @@ def test_bad_video_files_are_reported_and_others_still_processed(tmp_path, capsy
 
 @pytest.mark.parametrize("missing", ["av", "transformers"])
 def test_missing_extra_is_named(tmp_path, capsys, monkeypatch, missing):
-    """Simulated: the package cannot be imported (``sys.modules[name] = None``) in this test only."""
-    clip = write_clip(tmp_path / "clip.mp4", noise_frames(8), FPS)
+    """Real where the package is absent, else simulated (``sys.modules[name] = None``, this test only).
+    The file's content does not matter: nothing is decoded without the packages."""
+    if missing == "transformers" and not HAS_AV:
+        pytest.skip("PyAV is not installed (its absence is reported first)")
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"\0" * 64)
     image = tmp_path / "page.png"
     Image.fromarray(page()).save(image)
     monkeypatch.setitem(sys.modules, missing, None)
@@ -284,11 +293,12 @@ def test_missing_extra_is_named(tmp_path, capsys, monkeypatch, missing):
     assert ("PyAV" if missing == "av" else "transformers") in err
 
 
+@needs_av
 def test_missing_torchvision_is_named(tmp_path, capsys, monkeypatch):
     """Real where torchvision is absent (hf-lo), simulated elsewhere."""
     if importlib.util.find_spec("transformers") is None:
         pytest.skip("transformers is not installed (its absence is reported first)")
-    if HAS_TORCHVISION:
+    if importlib.util.find_spec("torchvision") is not None:
         monkeypatch.setitem(sys.modules, "torchvision", None)
     clip = write_clip(tmp_path / "clip.webm", noise_frames(8), FPS)
     code, rows, err = run_json([str(clip)], capsys)
