@@ -113,11 +113,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     add_settings_arguments(parser, defaults_from="PIXELPRUNE_* environment, else threshold 0, max, pred_2d")
     defaults = ImagePreprocessConfig()
     parser.add_argument(
-        "--min-pixels", type=int, default=defaults.min_pixels, metavar="N",
+        "--min-pixels", type=int, default=None, metavar="N",
         help=f"image processor's minimum pixels per image (default {defaults.min_pixels}; videos: --video-min-pixels)",
     )
     parser.add_argument(
-        "--max-pixels", type=int, default=defaults.max_pixels, metavar="N",
+        "--max-pixels", type=int, default=None, metavar="N",
         help=f"image processor's maximum pixels per image (default {defaults.max_pixels}; videos: --video-max-pixels)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object per file per line")
@@ -158,7 +158,10 @@ def run(
     prog = parser.prog if parser is not None else "pixelprune inspect"
     try:
         settings = settings_from_args(args)
-        config = ImagePreprocessConfig(min_pixels=args.min_pixels, max_pixels=args.max_pixels)
+        config = ImagePreprocessConfig(**{
+            name: value for name, value in (("min_pixels", args.min_pixels), ("max_pixels", args.max_pixels))
+            if value is not None
+        })
         video_config = video_config_from_args(args)
     except ValueError as exc:
         if parser is None:
@@ -166,6 +169,7 @@ def run(
         parser.error(str(exc))
     files: list[Path] = list(args.images)
     videos = [is_video(path) for path in files]
+    _warn_unused_options(args, videos)
     targets: list[list[Path]] = [[] for _ in files]
     if args.overlay is not None:
         targets = overlay_paths(args.overlay, files, videos)
@@ -225,6 +229,22 @@ def run(
     if failed:
         logger.info("%d of %d file(s) failed", failed, len(files))
     return 1 if failed else 0
+
+
+def _warn_unused_options(args: argparse.Namespace, videos: list[bool]) -> None:
+    """Options for one kind of file given when there is no file of that kind: say so (never drop a
+    setting silently)."""
+    unused = []
+    if all(videos):
+        unused += [flag for flag, name in (("--min-pixels", "min_pixels"), ("--max-pixels", "max_pixels"))
+                   if getattr(args, name, None) is not None]
+    if not any(videos):
+        unused += [flag for flag, name in (("--fps", "fps"), ("--video-min-pixels", "video_min_pixels"),
+                                           ("--video-max-pixels", "video_max_pixels"))
+                   if getattr(args, name, None) is not None]
+    if unused:
+        kind = "images" if all(videos) else "videos"
+        logger.warning("%s only apply to %s, and there are none among the files", ", ".join(unused), kind)
 
 
 def _count_files(results: list[InspectResult | VideoInspectResult]) -> str:

@@ -103,16 +103,16 @@ def render_video_overlays(result: VideoInspectResult, frames, keep, settings: Pi
     returns them."""
     from .overlay import render_animation, render_contact_sheet
 
-    t = len(result.slices)
-    per_slice = len(frames) // t  # temporal_patch_size frames per slice
+    per_slice = len(frames) // len(result.slices)  # temporal_patch_size frames per slice
     labels = [f"slice {e['slice']} at {_seconds(e['timestamp'])}: {e['kept']}/{e['tokens']} kept" for e in result.slices]
     sheet = render_contact_sheet(frames[::per_slice], keep, labels, token_size=token_size,
                                  caption=_caption(result, settings))
     buffer = io.BytesIO()
     sheet.save(buffer, format="PNG", optimize=True)
     captions = [
-        f"slice {e['slice'] + 1} / {t} at {_seconds(e['timestamp'])}: {e['kept']} / {e['tokens']} tokens kept"
-        for e in result.slices for _ in range(per_slice)
+        f"frame {i} (slice {e['slice']}) at {_seconds(i / result.fps if result.fps else 0.0)}: "
+        f"{e['kept']} / {e['tokens']} tokens kept"
+        for e in result.slices for i in e["frames"]
     ]
     sampled_fps = len(result.frame_indices) * result.fps / result.total_frames if result.total_frames else 2.0
     animation = render_animation(frames, keep.repeat(per_slice, axis=0), captions, token_size=token_size,

@@ -314,3 +314,16 @@ def test_invalid_video_options_are_usage_errors(tmp_path, capsys):
         with pytest.raises(SystemExit) as exc:
             main(["inspect", str(tmp_path / "clip.mp4"), *flags])
         assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+@needs_processor
+def test_options_for_the_other_kind_of_file_are_not_dropped_silently(tmp_path, capsys):
+    clip = write_clip(tmp_path / "clip.mp4", noise_frames(8), FPS)
+    image = tmp_path / "page.png"
+    Image.fromarray(page()).save(image)
+    code, _, err = run_json([str(clip), "--max-pixels", "70000"], capsys)
+    assert code == 0 and "--max-pixels only apply to images, and there are none among the files" in err
+    code, _, err = run_json([str(image), "--fps", "1", "--video-max-pixels", "99999"], capsys)
+    assert code == 0 and "--fps, --video-max-pixels only apply to videos, and there are none among the files" in err
+    code, _, err = run_json([str(image), str(clip), "--fps", "1", "--max-pixels", "70000"], capsys)
+    assert code == 0 and "only apply" not in err
