@@ -261,8 +261,9 @@ def preprocess_video(path: Path, config: VideoConfig = VideoConfig()) -> Preproc
         raise VideoError("permission denied") from None
     except (av.error.FFmpegError, OSError) as exc:
         raise VideoError(f"cannot decode video ({exc})") from None
-    except (IndexError, ValueError, TypeError) as exc:  # no stream, no frames, or the reader stopped early
-        raise VideoError(f"cannot decode video ({type(exc).__name__}: {exc})") from None
+    except (IndexError, ValueError, TypeError) as exc:  # no frames, a reader that stopped early, or the
+        # processor refusing the clip (one frame: "t:1 must be larger than temporal_factor:2")
+        raise VideoError(f"cannot decode or preprocess video ({type(exc).__name__}: {exc})") from None
     preprocess_ms = (time.perf_counter() - start) * 1e3
     metadata = out["video_metadata"][0]
     t, h, w = (int(v) for v in out["video_grid_thw"][0])

@@ -266,10 +266,12 @@ def test_bad_video_files_are_reported_and_others_still_processed(tmp_path, capsy
     garbage.write_bytes(b"\x1aE\xdf\xa3 not really matroska" * 10)
     unknown = tmp_path / "notes.xyz"
     unknown.write_text("neither an image nor a video\n")
-    code, rows, err = run_json([str(missing), str(garbage), str(unknown), str(good)], capsys)
+    one_frame = write_clip(tmp_path / "one.mp4", noise_frames(1), FPS)  # the stock processor needs 2 frames
+    code, rows, err = run_json([str(missing), str(garbage), str(unknown), str(one_frame), str(good)], capsys)
     assert code == 1 and [r["video"] for r in rows] == [str(good)]
     lines = err.strip().splitlines()
-    assert len(lines) == 3
+    assert len(lines) == 4
+    assert lines[3].startswith(f"pixelprune inspect: error: {one_frame}: cannot decode or preprocess video (ValueError: ")
     assert lines[0] == f"pixelprune inspect: error: {missing}: no such file"
     assert lines[1].startswith(f"pixelprune inspect: error: {garbage}: cannot decode video")
     assert lines[2].startswith(f"pixelprune inspect: error: {unknown}: not an image")
