@@ -2,7 +2,7 @@
 
 Subcommands:
 
-* ``inspect``: show what PixelPrune keeps of your images (table, ``--json``, ``--overlay``);
+* ``inspect``: show what PixelPrune keeps of your images and videos (table, ``--json``, ``--overlay``);
 * ``export``: write a Hub-ready model folder (:mod:`pixelprune.hub_configs.export_cli`, imported
   only when this subcommand runs, so ``inspect`` never depends on it).
 """
@@ -73,14 +73,16 @@ def build_parser(*, with_exporter: bool = False) -> argparse.ArgumentParser:
 
     inspect = sub.add_parser(
         "inspect", parents=[verbose],
-        help="show which tokens PixelPrune keeps for your images (no model needed)",
+        help="show which tokens PixelPrune keeps for your images and videos (no model needed)",
         description=(
-            "Preprocess each image as the stock Qwen3-VL image processor does (32x32-pixel tokens), "
-            "select the tokens PixelPrune keeps and report them; optionally draw an overlay."
+            "Preprocess each image as the stock Qwen3-VL image processor does (32x32-pixel tokens), and each "
+            "video as the stock Qwen3-VL video processor does (2 frames per second, each pair of frames one "
+            "temporal slice of tokens), select the tokens PixelPrune keeps and report them; optionally draw "
+            "overlays."
         ),
         epilog=(
             "PIXELPRUNE_THRESHOLD, PIXELPRUNE_METRIC, PIXELPRUNE_METHOD and PIXELPRUNE_ANCHORED set "
-            "defaults that the flags override. Exit status: 0 if every image was inspected, 1 if any "
+            "defaults that the flags override. Exit status: 0 if every file was inspected, 1 if any "
             "could not be (each gets a one-line error), 2 for invalid arguments."
         ),
     )

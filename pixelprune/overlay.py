@@ -14,10 +14,17 @@ on exact pixel rows and columns):
 Exact property (tested): in every token, the pixels off the grid line (rows and columns 1..31) are
 the resized image's pixels if the token is kept and differ from them if it is pruned (the tint
 changes any colour but its own, and hatch pixels then move further towards the hatch colour).
+
+Videos, in the same visual language: :func:`render_contact_sheet` tiles one overlay per temporal
+slice (its first frame, labelled with the slice's time and kept count) above one caption bar, and
+:func:`render_animation` is an animated GIF of every frame the model sees with its slice's overlay.
+Frames wider than :data:`MAX_TILE_WIDTH` are shrunk by a whole factor (box filter) after drawing;
+smaller ones keep the exact property above.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 from dataclasses import dataclass
@@ -26,7 +33,10 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["GRID_ALPHA", "PRUNED_ALPHA", "PRUNED_TINT", "CaptionLayout", "caption_height", "caption_layout", "render_overlay"]
+__all__ = [
+    "GRID_ALPHA", "MAX_TILE_WIDTH", "PRUNED_ALPHA", "PRUNED_TINT", "CaptionLayout", "caption_height", "caption_layout",
+    "render_animation", "render_contact_sheet", "render_overlay",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -183,12 +193,16 @@ def render_overlay(
     off_row[::token_size] = False
     out[off_row, ::token_size] = _blend(out[off_row, ::token_size], GRID_COLOUR, GRID_ALPHA)
     picture = Image.fromarray(out, "RGB")
-    if caption is None:
-        return picture
+    return picture if caption is None else _captioned(picture, caption, float(keep.mean()))
+
+
+def _captioned(picture: Image.Image, caption: str, kept_fraction: float) -> Image.Image:
+    """``picture`` with the caption bar (:func:`caption_layout`) below it."""
+    width, height = picture.size
     layout = caption_layout(width, caption)
     canvas = Image.new("RGB", (layout.width, height + layout.height), CAPTION_BACKGROUND)
     canvas.paste(picture, (0, 0))
-    _draw_caption(canvas, layout, top=height, kept_fraction=float(keep.mean()))
+    _draw_caption(canvas, layout, top=height, kept_fraction=kept_fraction)
     return canvas
 
 
@@ -216,3 +230,97 @@ def _draw_caption(canvas: Image.Image, layout: CaptionLayout, *, top: int, kept_
     canvas.paste(render_overlay(white, np.zeros((1, 1), dtype=bool), token_size=sb - st), (sl, st))
     draw.rectangle((sl, st, sr - 1, sb - 1), outline=CAPTION_TEXT)
     draw.text(_text_anchor(layout.legend_text, top), LEGEND, fill=CAPTION_TEXT, font=font, anchor="lm")
+
+
+MAX_TILE_WIDTH = 640  # video frames wider than this are shrunk (by a whole factor) in sheets and animations
+SHEET_MAX_WIDTH = 2560  # the contact sheet adds columns up to this width
+SHEET_GAP = 4
+MIN_TILE_LABEL_WIDTH = 128
+
+
+def _shrink(picture: Image.Image, factor: int) -> Image.Image:
+    return picture if factor == 1 else picture.reduce(factor)
+
+
+def _shrink_factor(width: int) -> int:
+    return max(1, math.ceil(width / MAX_TILE_WIDTH))
+
+
+def render_contact_sheet(
+    frames: np.ndarray,
+    keeps: np.ndarray,
+    labels: list[str],
+    *,
+    token_size: int = 32,
+    caption: str | None = None,
+) -> Image.Image:
+    """One overlay per temporal slice of a video, in rows, each under its label, and one caption bar
+    (kept-share meter over all slices, text, legend) below.
+
+    Args:
+        frames: ``(t, H, W, 3)`` uint8, one frame per slice (as the model sees it).
+        keeps: ``(t, H / token_size, W / token_size)`` bool keep grids.
+        labels: one text per slice (word-wrapped to the tile's width, never cut off).
+        token_size, caption: as for :func:`render_overlay`.
+    """
+    if len(frames) != len(keeps) or len(frames) != len(labels) or not len(frames):
+        raise ValueError(f"Got {len(frames)} frames, {len(keeps)} keep grids and {len(labels)} labels; "
+                         "need the same number (>= 1) of each.")
+    factor = _shrink_factor(frames.shape[2])
+    tiles = [_shrink(render_overlay(f, k, token_size=token_size), factor) for f, k in zip(frames, keeps)]
+    tile_w, tile_h = tiles[0].size
+    cell_w = max(tile_w, MIN_TILE_LABEL_WIDTH)
+    size = max(MIN_FONT, min(14, round(cell_w / 24)))
+    font = _font(size)
+    pad = max(3, size // 3)
+    line_h = _text_box("Ag", font)[1] + pad
+    wrapped = [_wrap(label.split(), font, cell_w - 2 * pad) for label in labels]
+    label_h = max(len(lines) for lines in wrapped) * line_h + pad
+    columns = max(1, min(len(tiles), (SHEET_MAX_WIDTH + SHEET_GAP) // (cell_w + SHEET_GAP)))
+    grid_rows = math.ceil(len(tiles) / columns)
+    cell_h = label_h + tile_h
+    sheet_w = columns * cell_w + (columns - 1) * SHEET_GAP
+    sheet_h = grid_rows * cell_h + (grid_rows - 1) * SHEET_GAP
+    sheet = Image.new("RGB", (sheet_w, sheet_h), CAPTION_BACKGROUND)
+    draw = ImageDraw.Draw(sheet)
+    for i, (tile, lines) in enumerate(zip(tiles, wrapped)):
+        x = (i % columns) * (cell_w + SHEET_GAP)
+        y = (i // columns) * (cell_h + SHEET_GAP)
+        for j, line in enumerate(lines):
+            draw.text((x + pad, y + pad + j * line_h + line_h / 2), line, fill=CAPTION_TEXT, font=font, anchor="lm")
+        sheet.paste(tile, (x, y + label_h))
+    if caption is None:
+        return sheet
+    return _captioned(sheet, caption, float(np.asarray(keeps, dtype=bool).mean()))
+
+
+def render_animation(
+    frames: np.ndarray,
+    keeps: np.ndarray,
+    captions: list[str],
+    *,
+    token_size: int = 32,
+    frame_ms: int = 500,
+) -> bytes:
+    """An animated GIF (looping) of ``frames`` ``(n, H, W, 3)`` uint8, each drawn as
+    :func:`render_overlay` with its keep grid (``keeps[i]``) and caption, ``frame_ms`` per frame.
+    Frames of different caption heights are padded to the tallest (caption background)."""
+    if len(frames) != len(keeps) or len(frames) != len(captions) or not len(frames):
+        raise ValueError(f"Got {len(frames)} frames, {len(keeps)} keep grids and {len(captions)} captions; "
+                         "need the same number (>= 1) of each.")
+    factor = _shrink_factor(frames.shape[2])
+    pictures = [_captioned(_shrink(render_overlay(f, k, token_size=token_size), factor), c, float(np.mean(k)))
+                for f, k, c in zip(frames, keeps, captions)]
+    width = max(p.size[0] for p in pictures)
+    height = max(p.size[1] for p in pictures)
+    padded = []
+    for picture in pictures:
+        if picture.size != (width, height):
+            canvas = Image.new("RGB", (width, height), CAPTION_BACKGROUND)
+            canvas.paste(picture, (0, 0))
+            picture = canvas
+        padded.append(picture)
+    buffer = io.BytesIO()
+    padded[0].save(buffer, format="GIF", save_all=True, append_images=padded[1:], duration=max(20, int(frame_ms)),
+                   loop=0, disposal=1)
+    return buffer.getvalue()

@@ -77,3 +77,36 @@ def test_rendered_caption_draws_text_meter_and_legend(width, height):
     assert (bar[mask] == background).all()
     if width < MIN_CAPTION_WIDTH:  # the canvas right of a narrow image is background too
         assert (picture[:height, width:] == background).all()
+
+
+def test_contact_sheet_tiles_slices_in_rows_and_shrinks_wide_frames():
+    from pixelprune.overlay import MAX_TILE_WIDTH, SHEET_MAX_WIDTH, render_contact_sheet
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (9, 64, 1280, 3), dtype=np.uint8)  # 2x wider than MAX_TILE_WIDTH
+    keeps = rng.random((9, 2, 40)) < 0.5
+    sheet = render_contact_sheet(frames, keeps, [f"slice {s}: a label long enough to wrap twice" for s in range(9)],
+                                 caption=CAPTION)
+    assert MAX_TILE_WIDTH == 640 and sheet.size[0] <= SHEET_MAX_WIDTH
+    columns = (SHEET_MAX_WIDTH + 4) // (640 + 4)
+    assert sheet.size[0] == columns * 640 + (columns - 1) * 4
+    assert sheet.size[1] > 3 * 32  # 9 tiles of 32 px (shrunk) in 3 rows, labels and a caption bar
+    tile = np.array(render_overlay(frames[0], keeps[0]).reduce(2))
+    pixels = np.array(sheet)
+    assert any(np.array_equal(pixels[y : y + 32, :640], tile) for y in range(pixels.shape[0] - 31))
+    with pytest.raises(ValueError, match="need the same number"):
+        render_contact_sheet(frames, keeps[:3], ["x"] * 9)
+
+
+def test_animation_is_a_looping_gif_with_one_frame_per_input():
+    import io
+
+    from pixelprune.overlay import render_animation
+
+    frames = np.full((4, 64, 96, 3), 255, dtype=np.uint8)
+    keeps = np.zeros((4, 2, 3), dtype=bool)
+    keeps[:, 0, 0] = True
+    data = render_animation(frames, keeps, [f"frame {i}" + " wraps" * (10 * i) for i in range(4)], frame_ms=250)
+    gif = Image.open(io.BytesIO(data))
+    assert gif.format == "GIF" and gif.n_frames == 4 and gif.info["duration"] == 250 and gif.info["loop"] == 0
+    assert gif.size[0] == MIN_CAPTION_WIDTH and gif.size[1] > 64  # longer captions: all frames padded to the tallest
