@@ -46,7 +46,7 @@ def select_video(src: TokenSource, *, threshold: float = 0.0, metric: str = "max
     if plane == 1:  # every token is some slice's (s, 0, 0)
         src.assert_finite()
         return np.ones(src.n, dtype=bool)
-    h, v, tm = plane_distances(src, metric)  # (t, gh, gw) each
+    h, v, tm = plane_distances(src, metric, threshold)  # (t, gh, gw) each, decision-exact
     tau = _float32_at_most(threshold)  # float32 d <= tau  <=>  d <= threshold, exactly
     is_anchored = threshold > 0 if anchored is None else bool(anchored)
     if threshold == 0 or not is_anchored:  # threshold 0: anchored == sliding exactly
