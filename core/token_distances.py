@@ -18,10 +18,13 @@ Two ways to get distances, one answer:
   value lies within that bound of the threshold are recomputed with :func:`gather_distance`. The
   result is therefore *decision-exact*: ``d <= threshold`` and ``d == 0`` give exactly the spec's
   answers for every pair, ties included, at threshold 0 and above.
-* :func:`plane_distances` (videos) takes the plain route: each cache-sized chunk is de-normalised
-  into scratch (the spec's formula itself), then subtracted and reduced; exact by construction,
-  no windows, no recompute. Measured against the route above on images (issue #13 item 6, numbers
-  at ``_UNIT_ROUNDOFF``) it costs 1.6-1.9x the time with ``max``, so images keep the bounds.
+* :func:`plane_distances` (videos) adds the temporal neighbour (the same place one slice
+  earlier) and copies, rather than computes, the spatial distances of tokens that did not change
+  since the previous slice. With ``max`` it takes the rounding-bound route above (magnitudes
+  bounded along time as well); ``mae``/``rmse`` take the plain route: each cache-sized chunk is
+  de-normalised into scratch (the spec's formula itself), then subtracted and reduced, exact by
+  construction. Measured on images (issue #13 item 6, numbers at ``_UNIT_ROUNDOFF``) the plain
+  route costs 1.6-1.9x the bounded one with ``max``.
 """
 
 from __future__ import annotations

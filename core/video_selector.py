@@ -10,7 +10,10 @@ token reconstructing as V's reconstruction when similar to V (checked first), el
 How it is fast and still exact (the same machinery as images, :mod:`.selector`):
 
 * One streaming pass (:func:`.token_distances.plane_distances`) gives every token's distance to
-  its left, upper and temporal neighbour, the spec's float32 values.
+  its left, upper and temporal neighbour, decision-exact as for images (``<= tau`` is the spec's
+  answer): the rounding-bound route for ``max``, and spatial distances copied from the previous
+  slice wherever a chunk of tokens is unchanged, so a static screen costs one temporal
+  difference per token after slice 0.
 * Threshold 0 and sliding mode are then boolean logic over all slices at once: pruned iff
   similar to V or (the image rule within the slice) to P.
 * Anchored mode advances slice by slice. V's reconstruction is final once slice s-1 is done, so
