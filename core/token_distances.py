@@ -384,10 +384,12 @@ def plane_distances(src: TokenSource, metric: str, tau: float) -> tuple[np.ndarr
     answers for every pair. One streaming pass, position chunks outer and slices inner (a chunk
     of slice s-1 is still in cache for the temporal difference of slice s). Two savings:
 
-    * Temporal short cut: a chunk of slice s whose tokens, and the row above them, are identical
-      to slice s-1 (every stored value equal; found by the temporal difference, which is always
-      taken) has slice s-1's spatial distances, copied instead of computed: same descriptors, same
-      distances. A static screen costs one temporal difference per token after slice 0.
+    * Temporal short cut: a token of slice s identical to slice s-1's at its place (every stored
+      value equal; found by the temporal difference, which is always taken), with its left and
+      upper neighbours also unchanged, has slice s-1's spatial distances, copied instead of
+      computed: same descriptors, same distances. Spatial differences are taken over the runs of
+      the other tokens only, so a static screen costs one temporal difference per token after
+      slice 0, and a scrolled page with blank margins skips the margins.
     * ``max`` takes :func:`neighbour_distances`' rounding-bound route: differences of the stored
       values, scaled by ``std``, exact recompute (:func:`gather_distance`) where
       :func:`_decision_window` cannot decide. Magnitudes: :func:`_magnitude_bounds` within slice
@@ -430,18 +432,24 @@ def plane_distances(src: TokenSource, metric: str, tau: float) -> tuple[np.ndarr
                 prev = x
                 if not j:
                     continue
-                if s and (bool(same[s, lo:p1, 2].all()) if plain else not bool(raw[s, lo:p1, 2].any())):
-                    continue  # these tokens and their neighbours are as in slice s-1: copied below
-                spatial[s, p0:p1] = True
-                t0, *inner = slab.stride()
-                # neighbour i of position p0 + r is slab row (p0 - offsets[i] - lo) + r
-                spacing = (offsets[0] - offsets[1]) * t0 if j == 2 else 0
-                neighbours = torch.as_strided(slab, (k, j, *tail), (t0, spacing, *inner),
-                                              slab.storage_offset() + (p0 - offsets[0] - lo) * t0)
-                diff = _SCRATCH.get("diff", k * j * src.d, torch.float32, device).view(k, j, *tail)
-                torch.sub(x.unsqueeze(1), neighbours, out=diff)
-                _video_reduce(diff, metric, plain, c, raw[s, p0:p1, first_slot : first_slot + j],
-                              same[s, p0:p1, first_slot : first_slot + j] if plain else None)
+                runs = [(p0, p1)]
+                if s:  # only where a token or its left or upper neighbour changed since slice s-1
+                    moved = (~same[s, lo:p1, 2] if plain else (raw[s, lo:p1, 2] != 0).any(dim=-1)).cpu().numpy()
+                    need = moved[p0 - lo :] | moved[p0 - lo - 1 : p1 - lo - 1]
+                    if reach > 1:
+                        need |= moved[: k]
+                    runs = _runs(need, p0)
+                for a, b in runs:
+                    spatial[s, a:b] = True
+                    t0, *inner = slab.stride()
+                    # neighbour i of position a + r is slab row (a - offsets[i] - lo) + r
+                    spacing = (offsets[0] - offsets[1]) * t0 if j == 2 else 0
+                    neighbours = torch.as_strided(slab, (b - a, j, *tail), (t0, spacing, *inner),
+                                                  slab.storage_offset() + (a - offsets[0] - lo) * t0)
+                    diff = _SCRATCH.get("diff", (b - a) * j * src.d, torch.float32, device).view(b - a, j, *tail)
+                    torch.sub(slab[a - lo : b - lo].unsqueeze(1), neighbours, out=diff)
+                    _video_reduce(diff, metric, plain, c, raw[s, a:b, first_slot : first_slot + j],
+                                  same[s, a:b, first_slot : first_slot + j] if plain else None)
     pos = np.arange(plane)
     defined = np.zeros((slices, plane, 3), dtype=bool)
     defined[:, :, 0], defined[:, :, 1], defined[1:, :, 2] = pos >= gw, pos % gw > 0, True
@@ -465,6 +473,19 @@ def plane_distances(src: TokenSource, metric: str, tau: float) -> tuple[np.ndarr
         value[s, copy, :2] = value[s - 1, copy, :2]
     h, v, t = (value[:, :, i].reshape(slices, gh, gw) for i in (1, 0, 2))
     return h, v, t
+
+
+def _runs(need: np.ndarray, offset: int, gap: int = 8) -> list[tuple[int, int]]:
+    """The runs of True in ``need`` as ``(start, stop)`` + ``offset``, runs fewer than ``gap`` apart
+    merged (a torch call per run costs more than a few tokens' differences)."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[False], need, [False]]).astype(np.int8)))
+    runs: list[list[int]] = []
+    for a, b in zip(edges[::2].tolist(), edges[1::2].tolist()):
+        if runs and a - runs[-1][1] < gap:
+            runs[-1][1] = b
+        else:
+            runs.append([a, b])
+    return [(a + offset, b + offset) for a, b in runs]
 
 
 def _bounded_video_values(src: TokenSource, raw: np.ndarray, std: np.ndarray, computed: np.ndarray,
