@@ -409,7 +409,16 @@ def plane_distances(src: TokenSource, metric: str, tau: float) -> tuple[np.ndarr
     # per-channel max |x - y| of stored values, or (plain) the distance and same: identical
     raw = torch.zeros((slices, plane, 3, c), dtype=torch.float32, device=device)
     same = torch.zeros((slices, plane, 3), dtype=torch.bool, device=device) if plain else None
-    spatial = torch.zeros((slices, plane), dtype=torch.bool, device=device)  # computed here, else copied
+    spatial = np.zeros((slices, plane), dtype=bool)  # spatial distances computed here, else copied
+    # host views of the temporal results (CPU: no copy) to decide, per chunk, what changed
+    host_raw = raw.numpy() if device.type == "cpu" else None
+    host_same = same.numpy() if plain and device.type == "cpu" else None
+
+    def moved(s: int, lo: int, p1: int) -> np.ndarray:  # changed since slice s-1 (NaN counts)
+        if plain:
+            return ~(host_same[s, lo:p1, 2] if host_same is not None else same[s, lo:p1, 2].cpu().numpy())
+        t = host_raw[s, lo:p1, 2] if host_raw is not None else raw[s, lo:p1, 2].cpu().numpy()
+        return t.any(axis=-1)
     # position 0: the temporal difference only; 1..gw-1: a left neighbour; gw..: both (only the
     # upper one if gw == 1)
     segments = [(0, 1, ()), (1, min(gw, plane), (1,)), (gw, plane, (gw, 1) if gw > 1 else (gw,))]
@@ -434,10 +443,10 @@ def plane_distances(src: TokenSource, metric: str, tau: float) -> tuple[np.ndarr
                     continue
                 runs = [(p0, p1)]
                 if s:  # only where a token or its left or upper neighbour changed since slice s-1
-                    moved = (~same[s, lo:p1, 2] if plain else (raw[s, lo:p1, 2] != 0).any(dim=-1)).cpu().numpy()
-                    need = moved[p0 - lo :] | moved[p0 - lo - 1 : p1 - lo - 1]
+                    changed = moved(s, lo, p1)
+                    need = changed[p0 - lo :] | changed[p0 - lo - 1 : p1 - lo - 1]
                     if reach > 1:
-                        need |= moved[: k]
+                        need |= changed[:k]
                     runs = _runs(need, p0)
                 for a, b in runs:
                     spatial[s, a:b] = True
@@ -453,7 +462,7 @@ def plane_distances(src: TokenSource, metric: str, tau: float) -> tuple[np.ndarr
     pos = np.arange(plane)
     defined = np.zeros((slices, plane, 3), dtype=bool)
     defined[:, :, 0], defined[:, :, 1], defined[1:, :, 2] = pos >= gw, pos % gw > 0, True
-    spatial_np = spatial.cpu().numpy()
+    spatial_np = spatial
     spatial_np[0] = True  # slice 0 is always computed
     computed = defined.copy()
     computed[:, :, :2] &= spatial_np[:, :, None]
@@ -478,6 +487,10 @@ def plane_distances(src: TokenSource, metric: str, tau: float) -> tuple[np.ndarr
 def _runs(need: np.ndarray, offset: int, gap: int = 8) -> list[tuple[int, int]]:
     """The runs of True in ``need`` as ``(start, stop)`` + ``offset``, runs fewer than ``gap`` apart
     merged (a torch call per run costs more than a few tokens' differences)."""
+    if not need.any():
+        return []
+    if need.all():
+        return [(offset, offset + len(need))]
     edges = np.flatnonzero(np.diff(np.concatenate([[False], need, [False]]).astype(np.int8)))
     runs: list[list[int]] = []
     for a, b in zip(edges[::2].tolist(), edges[1::2].tolist()):
