@@ -378,10 +378,10 @@ def _video_reduce(diff: torch.Tensor, metric: str, plain: bool, channels: int, v
 def plane_distances(src: TokenSource, metric: str, tau: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every token's distance to its left (``H``), upper (``V``) and temporal (``T``: the same
     place one slice earlier) neighbour, float32 numpy ``(slices, gh, gw)``, +inf where that
-    neighbour does not exist (``H``/``V`` of each slice's token (0, 0), ``T`` of slice 0).
+    neighbour does not exist (``T`` everywhere in slice 0).
 
-    Decision-exact like :func:`neighbour_distances`: ``<= tau`` and ``== 0`` are the spec's
-    answers for every pair. One streaming pass, position chunks outer and slices inner (a chunk
+    Decision-exact like :func:`neighbour_distances`: ``<= tau`` is the spec's answer for every
+    pair, and a value 0 means identical descriptors (a spec 0). One streaming pass, position chunks outer and slices inner (a chunk
     of slice s-1 is still in cache for the temporal difference of slice s). Two savings:
 
     * Temporal short cut: a token of slice s identical to slice s-1's at its place (every stored
@@ -462,10 +462,9 @@ def plane_distances(src: TokenSource, metric: str, tau: float) -> tuple[np.ndarr
     pos = np.arange(plane)
     defined = np.zeros((slices, plane, 3), dtype=bool)
     defined[:, :, 0], defined[:, :, 1], defined[1:, :, 2] = pos >= gw, pos % gw > 0, True
-    spatial_np = spatial
-    spatial_np[0] = True  # slice 0 is always computed
+    spatial[0] = True  # slice 0 is always computed
     computed = defined.copy()
-    computed[:, :, :2] &= spatial_np[:, :, None]
+    computed[:, :, :2] &= spatial[:, :, None]
     raw_np = raw.cpu().numpy()
     if plane == 1 or not np.isfinite(raw_np).all():
         # NaN/inf pixels: the first slice where a value is non-finite has it in a computed pair
@@ -478,7 +477,7 @@ def plane_distances(src: TokenSource, metric: str, tau: float) -> tuple[np.ndarr
         value = _bounded_video_values(src, raw_np, std, computed, tau)
     value[~defined] = np.inf
     for s in range(1, slices):  # copies, in slice order (slice s-1 is final by now)
-        copy = ~spatial_np[s]
+        copy = ~spatial[s]
         value[s, copy, :2] = value[s - 1, copy, :2]
     h, v, t = (value[:, :, i].reshape(slices, gh, gw) for i in (1, 0, 2))
     return h, v, t
