@@ -241,7 +241,7 @@ def decisions(values: list[float], tau: float) -> list[bool]:
 
 
 @pytest.mark.parametrize("chunk_floats", [1, 2 * 6144 + 5, None])
-@settings(max_examples=40, **SLOW)
+@settings(max_examples=20, **SLOW)
 @given(case=st.one_of(planted_videos(), videos(4).map(lambda v: (*patchify_video(v), *NORMALISATIONS[0]))),
        metric=st.sampled_from(METRICS), pick=st.floats(0, 1))
 def test_plane_distances_are_decision_exact(monkeypatch, chunk_floats, case, metric, pick):
@@ -279,7 +279,7 @@ def test_plane_distances_are_decision_exact(monkeypatch, chunk_floats, case, met
 
 
 @pytest.mark.parametrize("chunk_floats", [1, None])
-@settings(max_examples=60, **SLOW)
+@settings(max_examples=40, **SLOW)
 @given(case=planted_videos(), metric=st.sampled_from(METRICS), method=st.sampled_from(METHODS),
        anchored=st.sampled_from([None, True, False]), pick=st.floats(0, 1))
 def test_planted_rounding_cases_match_reference(monkeypatch, chunk_floats, case, metric, method, anchored, pick):
