@@ -18,10 +18,13 @@ Two ways to get distances, one answer:
   value lies within that bound of the threshold are recomputed with :func:`gather_distance`. The
   result is therefore *decision-exact*: ``d <= threshold`` and ``d == 0`` give exactly the spec's
   answers for every pair, ties included, at threshold 0 and above.
-* :func:`plane_distances` (videos) takes the plain route: each cache-sized chunk is de-normalised
-  into scratch (the spec's formula itself), then subtracted and reduced; exact by construction,
-  no windows, no recompute. Measured against the route above on images (issue #13 item 6, numbers
-  at ``_UNIT_ROUNDOFF``) it costs 1.6-1.9x the time with ``max``, so images keep the bounds.
+* :func:`plane_distances` (videos) adds the temporal neighbour (the same place one slice
+  earlier) and copies, rather than computes, the spatial distances of tokens that did not change
+  since the previous slice. With ``max`` it takes the rounding-bound route above (magnitudes
+  bounded along time as well); ``mae``/``rmse`` take the plain route: each cache-sized chunk is
+  de-normalised into scratch (the spec's formula itself), then subtracted and reduced, exact by
+  construction. Measured on images (issue #13 item 6, numbers at ``_UNIT_ROUNDOFF``) the plain
+  route costs 1.6-1.9x the bounded one with ``max``.
 """
 
 from __future__ import annotations
@@ -128,13 +131,13 @@ class TokenSource:
         torch.mul(self.frames[start:stop], self.std.view(1, 1, -1, 1), out=out)
         return out.add_(self.mean.view(1, 1, -1, 1))
 
-    def float_slab(self, start: int, stop: int) -> torch.Tensor:
+    def float_slab(self, start: int, stop: int, buffer: str = "slab") -> torch.Tensor:
         """Tokens ``start..stop-1`` as stored (normalised) in float32, ``(stop - start, m2, C, P*P)``:
-        a view for float32 input, else a converted copy in a reused buffer."""
+        a view for float32 input, else a converted copy in the reused buffer named ``buffer``."""
         view = self.frames[start:stop]
         if view.dtype == torch.float32:
             return view
-        out = _SCRATCH.get("slab", view.numel(), torch.float32, view.device).view(view.shape)
+        out = _SCRATCH.get(buffer, view.numel(), torch.float32, view.device).view(view.shape)
         return out.copy_(view)
 
     def assert_finite(self) -> None:
@@ -347,58 +350,182 @@ def neighbour_distances(src: TokenSource, metric: str, tau: float) -> tuple[np.n
     return value[:, 1].reshape(gh, gw), value[:, 0].reshape(gh, gw)
 
 
-def plane_distances(src: TokenSource, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _stored_slab(src: TokenSource, start: int, stop: int, plain: bool, name: str) -> torch.Tensor:
+    """Tokens ``start..stop-1`` in float32: de-normalised (``plain``, the spec's values) or as
+    stored (a view for float32 input), in the reused buffer ``name``."""
+    if plain:
+        buf = _SCRATCH.get(name, (stop - start) * src.d, torch.float32, src.frames.device)
+        return src.denormalise(start, stop, buf.view(stop - start, *src.frames.shape[1:]))
+    return src.float_slab(start, stop, name)
+
+
+def _video_reduce(diff: torch.Tensor, metric: str, plain: bool, channels: int, value: torch.Tensor,
+                  same: torch.Tensor | None) -> None:
+    """Reduce the differences ``diff`` ``(k, slots, merge^2, C, F*P*P)`` (overwritten) into ``value``
+    ``(k, slots, channels)``: per-channel max |d| of stored values (``channels`` 1: over all
+    channels), or (``plain``) the spec's distance, ``same`` set where the descriptors are identical."""
+    if plain:
+        v, ident = _reduce(diff.flatten(2), metric)
+        value[..., 0] = v
+        same.copy_(ident)
+        return
+    if channels == 1:
+        torch.amax(diff.abs_().amax(dim=-1), dim=(2, 3), out=value[..., 0])
+    else:
+        torch.amax(diff.abs_().amax(dim=-1), dim=2, out=value)
+
+
+def plane_distances(src: TokenSource, metric: str, tau: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every token's distance to its left (``H``), upper (``V``) and temporal (``T``: the same
     place one slice earlier) neighbour, float32 numpy ``(slices, gh, gw)``, +inf where that
-    neighbour does not exist. Token (s, 0, 0) gets no spatial distance (it has no neighbour).
+    neighbour does not exist (``T`` everywhere in slice 0).
+
+    Decision-exact like :func:`neighbour_distances`: ``<= tau`` is the spec's answer for every
+    pair, and a value 0 means identical descriptors (a spec 0). One streaming pass, position chunks outer and slices inner (a chunk
+    of slice s-1 is still in cache for the temporal difference of slice s). Two savings:
+
+    * Temporal short cut: a token of slice s identical to slice s-1's at its place (every stored
+      value equal; found by the temporal difference, which is always taken), with its left and
+      upper neighbours also unchanged, has slice s-1's spatial distances, copied instead of
+      computed: same descriptors, same distances. Spatial differences are taken over the runs of
+      the other tokens only, so a static screen costs one temporal difference per token after
+      slice 0, and a scrolled page with blank margins skips the margins.
+    * ``max`` takes :func:`neighbour_distances`' rounding-bound route: differences of the stored
+      values, scaled by ``std``, exact recompute (:func:`gather_distance`) where
+      :func:`_decision_window` cannot decide. Magnitudes: :func:`_magnitude_bounds` within slice
+      0, then |x_s| <= |x_(s-1)| + |x_s - x_(s-1)| along time. ``mae``/``rmse`` de-normalise each
+      chunk first (the spec's formula itself: exact, no windows).
 
     Raises ``ValueError`` if a descriptor has non-finite pixels.
     """
     gh, gw, plane, slices = src.gh, src.gw, src.plane, src.slices
-    device = src.frames.device
-    # out[s, p, 0]: vs the token above; 1: vs the token on the left; 2: vs one slice earlier
-    value = torch.full((slices, plane, 3), float("inf"), dtype=torch.float32, device=device)
-    same = torch.zeros((slices, plane, 3), dtype=torch.bool, device=device)
-    tail = src.frames.shape[1:]
-    # positions 1..gw-1 have a left neighbour only; gw.. have both (only the upper one if gw == 1)
-    segments = [(1, min(gw, plane), (1,)), (gw, plane, (gw, 1) if gw > 1 else (gw,))]
+    device, tail = src.frames.device, src.frames.shape[1:]
+    plain = metric != "max"
+    std = src.std.double().abs().cpu().numpy()
+    # with one std for all channels (Qwen: 0.5) the bounded route reduces channels together
+    c = 1 if plain or bool((std == std[0]).all()) else src.channels
+    std = std[:c]
+    # raw[s, p, k]: k = 0 vs the token above, 1 vs the token on the left, 2 vs one slice earlier;
+    # per-channel max |x - y| of stored values, or (plain) the distance and same: identical
+    raw = torch.zeros((slices, plane, 3, c), dtype=torch.float32, device=device)
+    same = torch.zeros((slices, plane, 3), dtype=torch.bool, device=device) if plain else None
+    spatial = np.zeros((slices, plane), dtype=bool)  # spatial distances computed here, else copied
+    # host views of the temporal results (CPU: no copy) to decide, per chunk, what changed
+    host_raw = raw.numpy() if device.type == "cpu" else None
+    host_same = same.numpy() if plain and device.type == "cpu" else None
+
+    def moved(s: int, lo: int, p1: int) -> np.ndarray:  # changed since slice s-1 (NaN counts)
+        if plain:
+            return ~(host_same[s, lo:p1, 2] if host_same is not None else same[s, lo:p1, 2].cpu().numpy())
+        t = host_raw[s, lo:p1, 2] if host_raw is not None else raw[s, lo:p1, 2].cpu().numpy()
+        return t.any(axis=-1)
+    # position 0: the temporal difference only; 1..gw-1: a left neighbour; gw..: both (only the
+    # upper one if gw == 1)
+    segments = [(0, 1, ()), (1, min(gw, plane), (1,)), (gw, plane, (gw, 1) if gw > 1 else (gw,))]
     for start, stop, offsets in segments:
-        j = len(offsets)
-        slot = [0 if o == gw else 1 for o in offsets]
-        chunk = max(1, _CHUNK_FLOATS // ((j + (slices > 1)) * src.d))
+        j, reach = len(offsets), max(offsets, default=0)
+        first_slot = 0 if j and offsets[0] == gw else 1  # slots first_slot .. first_slot + j - 1
+        chunk = max(1, _CHUNK_FLOATS // ((j + 1) * src.d))
         for p0 in range(start, stop, chunk):
             p1 = min(stop, p0 + chunk)
-            lo, k = p0 - max(offsets), p1 - p0
-            for s in range(slices):  # each chunk's slab stays in cache for its temporal successor
-                base = s * plane
-                buf = _SCRATCH.get(f"slab{s % 2}", (p1 - lo) * src.d, torch.float32, device).view(p1 - lo, *tail)
-                slab = src.denormalise(base + lo, base + p1, buf)
+            lo, k = p0 - reach, p1 - p0
+            prev = None
+            for s in range(slices):
+                slab = _stored_slab(src, s * plane + lo, s * plane + p1, plain, f"slab{s % 2}")
                 x = slab[p0 - lo :]
-                t0, *inner = slab.stride()
-                # neighbour j of position p0 + r is slab row (p0 - offsets[j] - lo) + r
-                spacing = (offsets[0] - offsets[1]) * t0 if j == 2 else 0
-                neighbours = torch.as_strided(slab, (k, j, *tail), (t0, spacing, *inner),
-                                              slab.storage_offset() + (p0 - offsets[0] - lo) * t0)
-                slots = j + (s > 0)
-                diff = _SCRATCH.get("diff", k * slots * src.d, torch.float32, device).view(k, slots, *tail)
-                torch.sub(x.unsqueeze(1), neighbours, out=diff[:, :j])
-                if s > 0:
-                    torch.sub(x, prev[p0 - lo :], out=diff[:, j])
-                v, ident = _reduce(diff.view(k, slots, src.d), metric)
-                value[s, p0:p1, slot] = v[:, :j]
-                same[s, p0:p1, slot] = ident[:, :j]
-                if s > 0:
-                    value[s, p0:p1, 2] = v[:, j]
-                    same[s, p0:p1, 2] = ident[:, j]
-                prev = slab
-    tokens = torch.arange(plane, device=device)
-    defined = torch.stack([tokens >= gw, tokens % gw > 0, tokens > 0], dim=1).expand(slices, plane, 3).clone()
-    defined[0, :, 2] = False  # slice 0 has no temporal neighbour
-    if plane == 1 or not bool(torch.isfinite(value[defined]).all()):
-        # NaN/inf pixels make every difference they take part in non-finite, and every token
-        # but a lone one is in a spatial pair; finite overflow is legal (the spec's value)
+                if s:
+                    diff = _SCRATCH.get("diff", k * src.d, torch.float32, device).view(k, 1, *tail)
+                    torch.sub(x, prev, out=diff[:, 0])
+                    _video_reduce(diff, metric, plain, c, raw[s, p0:p1, 2:3],
+                                  same[s, p0:p1, 2:3] if plain else None)
+                prev = x
+                if not j:
+                    continue
+                runs = [(p0, p1)]
+                if s:  # only where a token or its left or upper neighbour changed since slice s-1
+                    changed = moved(s, lo, p1)
+                    need = changed[p0 - lo :] | changed[p0 - lo - 1 : p1 - lo - 1]
+                    if reach > 1:
+                        need |= changed[:k]
+                    runs = _runs(need, p0)
+                for a, b in runs:
+                    spatial[s, a:b] = True
+                    t0, *inner = slab.stride()
+                    # neighbour i of position a + r is slab row (a - offsets[i] - lo) + r
+                    spacing = (offsets[0] - offsets[1]) * t0 if j == 2 else 0
+                    neighbours = torch.as_strided(slab, (b - a, j, *tail), (t0, spacing, *inner),
+                                                  slab.storage_offset() + (a - offsets[0] - lo) * t0)
+                    diff = _SCRATCH.get("diff", (b - a) * j * src.d, torch.float32, device).view(b - a, j, *tail)
+                    torch.sub(slab[a - lo : b - lo].unsqueeze(1), neighbours, out=diff)
+                    _video_reduce(diff, metric, plain, c, raw[s, a:b, first_slot : first_slot + j],
+                                  same[s, a:b, first_slot : first_slot + j] if plain else None)
+    pos = np.arange(plane)
+    defined = np.zeros((slices, plane, 3), dtype=bool)
+    defined[:, :, 0], defined[:, :, 1], defined[1:, :, 2] = pos >= gw, pos % gw > 0, True
+    spatial[0] = True  # slice 0 is always computed
+    computed = defined.copy()
+    computed[:, :, :2] &= spatial[:, :, None]
+    raw_np = raw.cpu().numpy()
+    if plane == 1 or not np.isfinite(raw_np).all():
+        # NaN/inf pixels: the first slice where a value is non-finite has it in a computed pair
+        # (slice 0: every token is in a spatial pair; later: the temporal difference with a value
+        # that was not); finite overflow is legal (bounded route: recomputed below)
         src.assert_finite()
-    # 0 exactly for identical descriptors (the anchored selector relies on it), as neighbour_distances
-    value = torch.where(same, 0.0, value.clamp_min(_TINY)).cpu().numpy()
+    if plain:
+        value = np.where(same.cpu().numpy(), np.float32(0), np.maximum(raw_np[..., 0], np.float32(_TINY)))
+    else:
+        value = _bounded_video_values(src, raw_np, std, computed, tau)
+    value[~defined] = np.inf
+    for s in range(1, slices):  # copies, in slice order (slice s-1 is final by now)
+        copy = ~spatial[s]
+        value[s, copy, :2] = value[s - 1, copy, :2]
     h, v, t = (value[:, :, i].reshape(slices, gh, gw) for i in (1, 0, 2))
     return h, v, t
+
+
+def _runs(need: np.ndarray, offset: int, gap: int = 8) -> list[tuple[int, int]]:
+    """The runs of True in ``need`` as ``(start, stop)`` + ``offset``, runs fewer than ``gap`` apart
+    merged (a torch call per run costs more than a few tokens' differences)."""
+    if not need.any():
+        return []
+    if need.all():
+        return [(offset, offset + len(need))]
+    edges = np.flatnonzero(np.diff(np.concatenate([[False], need, [False]]).astype(np.int8)))
+    runs: list[list[int]] = []
+    for a, b in zip(edges[::2].tolist(), edges[1::2].tolist()):
+        if runs and a - runs[-1][1] < gap:
+            runs[-1][1] = b
+        else:
+            runs.append([a, b])
+    return [(a + offset, b + offset) for a, b in runs]
+
+
+def _bounded_video_values(src: TokenSource, raw: np.ndarray, std: np.ndarray, computed: np.ndarray,
+                          tau: float) -> np.ndarray:
+    """:func:`plane_distances`' ``max`` values ``(slices, plane, 3)`` float32 from the per-channel
+    raw differences of stored values: identical pairs 0, pairs the rounding bound cannot decide
+    recomputed exactly, the rest scaled (uncomputed entries: anything, overwritten by the caller)."""
+    gh, gw, plane, slices = src.gh, src.gw, src.plane, src.slices
+    c = raw.shape[-1]
+    first = src.frames[0].float().abs().amax(dim=(0, 2))  # per-channel max |x| of token 0
+    first = (first.amax(dim=0, keepdim=True) if c == 1 else first).double().cpu().numpy()
+    grid0 = raw[0].astype(np.float64).reshape(gh, gw, 3, c)
+    mag = np.empty((slices, plane, c))
+    mag[0] = _magnitude_bounds(first, grid0[:, :, 1], grid0[:, :, 0]).reshape(plane, c)
+    for s in range(1, slices):  # |x_s| <= |x_(s-1)| + |x_s - x_(s-1)|, the rounded difference's (1 + u) covered
+        step = raw[s, :, 2].astype(np.float64)
+        mag[s] = (mag[s - 1] + np.where(np.isfinite(step), step, np.inf)) * (1 + 4 * _UNIT_ROUNDOFF)
+    # per token: >= |x*s| + |x*s + m| for each of its values
+    token_bound = (2 * (mag * std).max(axis=2) + float(src.mean.double().abs().max())).reshape(-1)
+    approx = (raw * std.astype(np.float32)).max(axis=3)
+    identical = raw.max(axis=3) == 0
+    tokens = np.arange(slices * plane).reshape(slices, plane)
+    neighbour = np.stack([tokens - gw, tokens - 1, tokens - plane], axis=2)
+    bound = np.maximum(token_bound.reshape(slices, plane, 1), token_bound[np.maximum(neighbour, 0)])
+    recompute = _decision_window("max", approx, tau, bound, src.d) & ~identical & computed
+    # a non-identical pair never reads as 0 (its scaled value may underflow)
+    value = np.where(identical, np.float32(0), np.maximum(approx, np.float32(_TINY))).astype(np.float32)
+    at = np.nonzero(recompute)
+    if len(at[0]):
+        value[at] = gather_distance(src, tokens[at[0], at[1]], neighbour[at], "max")
+    return value

@@ -10,7 +10,10 @@ token reconstructing as V's reconstruction when similar to V (checked first), el
 How it is fast and still exact (the same machinery as images, :mod:`.selector`):
 
 * One streaming pass (:func:`.token_distances.plane_distances`) gives every token's distance to
-  its left, upper and temporal neighbour, the spec's float32 values.
+  its left, upper and temporal neighbour, decision-exact as for images (``<= tau`` is the spec's
+  answer): the rounding-bound route for ``max``, and spatial distances copied from the previous
+  slice wherever a chunk of tokens is unchanged, so a static screen costs one temporal
+  difference per token after slice 0.
 * Threshold 0 and sliding mode are then boolean logic over all slices at once: pruned iff
   similar to V or (the image rule within the slice) to P.
 * Anchored mode advances slice by slice. V's reconstruction is final once slice s-1 is done, so
@@ -46,7 +49,7 @@ def select_video(src: TokenSource, *, threshold: float = 0.0, metric: str = "max
     if plane == 1:  # every token is some slice's (s, 0, 0)
         src.assert_finite()
         return np.ones(src.n, dtype=bool)
-    h, v, tm = plane_distances(src, metric)  # (t, gh, gw) each
+    h, v, tm = plane_distances(src, metric, threshold)  # (t, gh, gw) each, decision-exact
     tau = _float32_at_most(threshold)  # float32 d <= tau  <=>  d <= threshold, exactly
     is_anchored = threshold > 0 if anchored is None else bool(anchored)
     if threshold == 0 or not is_anchored:  # threshold 0: anchored == sliding exactly

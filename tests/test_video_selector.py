@@ -3,6 +3,7 @@ answers, the image selector where section 7 says they agree, and its error contr
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -188,6 +189,175 @@ def test_videos_are_independent_and_mask_matches_indices(clips, threshold, metho
     counts = video_kept_per_slice(mask, grids)
     assert [c.tolist() for c in counts] == [
         torch.bincount(x // n, minlength=t).tolist() for x, (t, _, _), n in zip(together, grids, video_tokens_per_slice(grids))]
+
+
+# --------------------------------------------------------------------------- the fast distance pass
+
+def perturbed(x: torch.Tensor, kind: str, steps: int) -> torch.Tensor:
+    """A copy of stored values ``x`` with one planted change the rounding bound must get right."""
+    y = x.clone().view(-1)
+    at = steps * 97 % y.numel()
+    if kind == "ulp":  # 1..3 float32 steps of one stored value, either way
+        for _ in range(abs(steps)):
+            y[at] = torch.nextafter(y[at], torch.tensor(2.0 if steps > 0 else -2.0))
+    elif kind == "tiny":  # de-normalises to the same value (mean 0.5) or one step away
+        y[at] = y[at] + 1e-9 * steps
+    elif kind == "negzero":
+        y[y == 0] = -0.0
+    elif kind == "level":  # a whole 8-bit level: decided by the approximation
+        y[at] = y[at] + steps / 255
+    return y.view_as(x)
+
+
+@st.composite
+def planted_videos(draw):
+    """(pixel_values_videos, grid, mean, std): flat unquantised tokens, each slice a copy of the one
+    before (as stored) with planted changes of a few float32 steps, 1e-9, -0.0 or an 8-bit level,
+    to temporal and spatial neighbours; a token copied from its left neighbour now and then."""
+    t, gh, gw = draw(st.integers(2, 4)), draw(st.integers(1, 4)), draw(st.integers(2, 5))
+    mean, std = draw(st.sampled_from(NORMALISATIONS))
+    g = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
+    levels = torch.rand(gh, gw, 1, 1, 3, generator=g)
+    if draw(st.booleans()):
+        levels[..., 0] = torch.tensor(mean[0])  # stored value 0: -0.0 can be planted
+    frames = levels.expand(gh, gw, TOKEN, TOKEN, 3).permute(0, 2, 1, 3, 4).reshape(gh * TOKEN, gw * TOKEN, 3)
+    pv, grid = patchify_video(frames.expand(2 * t, *frames.shape).contiguous(), mean, std)
+    rows = pv.view(t, gh * gw, 4, pv.shape[1])  # (slice, token, patch, values)
+    for s in range(t):
+        if s:
+            rows[s] = rows[s - 1]
+        for _ in range(draw(st.integers(0, 3))):
+            tok = draw(st.integers(0, gh * gw - 1))
+            kind = draw(st.sampled_from(["ulp", "tiny", "negzero", "level", "left"]))
+            if kind == "left":
+                rows[s, tok] = rows[s, tok - 1]
+            else:
+                rows[s, tok] = perturbed(rows[s, tok], kind, draw(st.sampled_from([-3, -1, 1, 2, 3])))
+    return pv, grid, mean, std
+
+
+def decisions(values: list[float], tau: float) -> list[bool]:
+    return [v <= tau for v in values]
+
+
+@pytest.mark.parametrize("chunk_floats", [1, 2 * 6144 + 5, None])
+@settings(max_examples=20, **SLOW)
+@given(case=st.one_of(planted_videos(), videos(4).map(lambda v: (*patchify_video(v), *NORMALISATIONS[0]))),
+       metric=st.sampled_from(METRICS), pick=st.floats(0, 1))
+def test_plane_distances_are_decision_exact(monkeypatch, chunk_floats, case, metric, pick):
+    """Every H, V and T of the fast pass (rounding bounds, slices copied where nothing changed, any
+    chunking) decides ``<= tau`` as the spec's float32 formula (reference code), at tau 0 and at
+    tau equal to one of the video's own distances; a value 0 is a spec 0 (the selector's shortcut
+    for identical pairs; a pair that only rounds to 0 may read tiny when tau > 0); +inf exactly
+    where there is no neighbour."""
+    if chunk_floats:
+        monkeypatch.setattr(token_distances, "_CHUNK_FLOATS", chunk_floats)
+    pv, (t, h, w), mean, std = case
+    gh, gw = h // 2, w // 2
+    desc = video_descriptors(pv, t, h, w, mean, std)
+    want = {"h": [], "v": [], "t": []}
+    for s in range(t):
+        for r in range(gh):
+            for c in range(gw):
+                x = desc[s][r][c]
+                want["h"].append(dist(x, desc[s][r][c - 1], metric) if c else float("inf"))
+                want["v"].append(dist(x, desc[s][r - 1][c], metric) if r else float("inf"))
+                want["t"].append(dist(x, desc[s - 1][r][c], metric) if s else float("inf"))
+    positive = sorted(v for vs in want.values() for v in vs if 0 < v < float("inf"))
+    taus = [0.0] + ([positive[min(len(positive) - 1, int(pick * len(positive)))]] if positive else [])
+    src = token_distances.TokenSource(pv, h, w, spec=selector.PatchGeometry(), image_mean=torch.tensor(mean),
+                                      image_std=torch.tensor(std), slices=t, all_frames=True, kind="Video")
+    for tau in taus:
+        got = dict(zip("hvt", token_distances.plane_distances(src, metric, tau)))
+        for name in "hvt":
+            values = got[name].reshape(-1).tolist()
+            if name != "t":  # (s, 0, 0) has no spatial neighbour; its T is defined
+                want[name][:: gh * gw] = [float("inf")] * t
+            assert [v == float("inf") for v in values] == [v == float("inf") for v in want[name]], name
+            assert decisions(values, tau) == decisions(want[name], tau), (name, tau)
+            assert all(w == 0 for v, w in zip(values, want[name]) if v == 0), (name, tau)
+
+
+@pytest.mark.parametrize("chunk_floats", [1, None])
+@settings(max_examples=40, **SLOW)
+@given(case=planted_videos(), metric=st.sampled_from(METRICS), method=st.sampled_from(METHODS),
+       anchored=st.sampled_from([None, True, False]), pick=st.floats(0, 1))
+def test_planted_rounding_cases_match_reference(monkeypatch, chunk_floats, case, metric, method, anchored, pick):
+    """The selector on videos whose temporal and spatial pairs differ by a few float32 steps, by
+    values that de-normalise equal, by -0.0, at tau 0 and at tau equal to an actual distance."""
+    if chunk_floats:
+        monkeypatch.setattr(token_distances, "_CHUNK_FLOATS", chunk_floats)
+    pv, grid, mean, std = case
+    values = sorted(v for v in neighbour_distance_values(pv, grid, mean, std, metric) if v > 0)
+    for tau in [0.0] + ([values[min(len(values) - 1, int(pick * len(values)))]] if values else []):
+        kw = dict(threshold=tau, metric=metric, method=method, anchored=anchored, image_mean=mean, image_std=std)
+        assert select_video_tokens(pv, [grid], **kw)[0].tolist() == reference_select_video(pv, [grid], **kw)[0]
+
+
+def two_slices(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+    """pixel_values_videos of a 2-slice, 1 x 2 token video: slice 0 holds stored values 0.3 and
+    0.9, slice 1 the same but its second token's values are ``a`` and then ``b`` (scalars)."""
+    pv = torch.empty(2, 2, 4, 1536)
+    pv[:, 0], pv[:, 1] = 0.3, 0.9
+    pv[1, 1, :2], pv[1, 1, 2:] = a, b
+    return pv.view(16, 1536), [2, 2, 4]
+
+
+@pytest.mark.parametrize("mean, std", NORMALISATIONS)
+def test_temporal_ties_land_in_the_rounding_window(monkeypatch, mean, std):
+    """A temporal pair at distance exactly tau whose fast (stored-domain) value differs from the
+    spec's by rounding: the selector must recompute it, and with the recompute switched off it
+    would decide this very case wrongly (so a too-narrow window fails here)."""
+    f32 = np.float32
+    b = f32(0.9)
+
+    def spec(a):  # the spec's distance: max over channels of the de-normalised differences
+        return max(abs(f32(f32(a * f32(s)) + f32(m)) - f32(f32(b * f32(s)) + f32(m))) for m, s in zip(mean, std))
+
+    def fast(a):  # what the stored-domain approximation sees
+        return max(f32(abs(f32(a - b)) * f32(s)) for s in std)
+
+    # the first 8-bit level step whose two values disagree (some always do: rounding differs)
+    a = next(a for a in (f32(b + f32(k / 255 / std[0])) for k in range(1, 200)) if spec(a) != fast(a))
+    pv, grid = two_slices(torch.tensor(float(a)), torch.tensor(0.9))
+    kw = dict(image_mean=mean, image_std=std, metric="max")
+    desc = video_descriptors(pv, *grid, mean, std)
+    tau = dist(desc[1][0][1], desc[0][0][1], "max")
+    assert tau == float(spec(a))
+    fast = float(fast(a))
+    calls = []
+    real = token_distances.gather_distance
+
+    def spy(src, i, j, metric):
+        calls.append(len(i))
+        return real(src, i, j, metric)
+
+    monkeypatch.setattr(token_distances, "gather_distance", spy)
+    for threshold in (tau, float(np.nextafter(np.float32(tau), np.float32(0))), min(tau, fast)):
+        for anchored in (True, False):
+            want = reference_select_video(pv, [grid], threshold=threshold, anchored=anchored, **kw)[0]
+            assert select_video_tokens(pv, [grid], threshold=threshold, anchored=anchored, **kw)[0].tolist() == want
+    assert calls, "no pair was recomputed: the tie was decided by the approximation"
+    # without the recompute, the approximation alone gets one of the thresholds above wrong
+    monkeypatch.setattr(token_distances, "_decision_window", lambda metric, approx, *a: np.zeros(approx.shape, bool))
+    wrong = [th for th in (tau, float(np.nextafter(np.float32(tau), np.float32(0))), min(tau, fast))
+             if select_video_tokens(pv, [grid], threshold=th, anchored=False, **kw)[0].tolist()
+             != reference_select_video(pv, [grid], threshold=th, anchored=False, **kw)[0]]
+    assert wrong
+
+
+def test_temporal_values_that_denormalise_equal_are_pruned_at_zero():
+    """Stored 0 and 1e-9 differ, but 0.5 * x + 0.5 is 0.5 for both: the spec's temporal distance is
+    0 (pruned); 1e-6 survives de-normalisation (kept). -0.0 equals 0.0."""
+    for b, want in ((1e-9, [0, 1, 2]), (1e-6, [0, 1, 2, 3]), (-0.0, [0, 1, 2])):
+        pv = torch.zeros(2, 2, 4, 1536)  # token 1: stored 0 in both slices but for one value
+        pv[1, 1, 3, 100] = b
+        pv[0, 0], pv[1, 0] = 0.25, 0.75  # (s, 0, 0) differs: slice 1's tokens cannot copy slice 0's
+        pv = pv.view(16, 1536)
+        assert reference_select_video(pv, [[2, 2, 4]])[0] == want
+        assert select_video_tokens(pv, [[2, 2, 4]])[0].tolist() == want
+        assert select_video_tokens(pv.to(torch.bfloat16), [[2, 2, 4]])[0].tolist() == reference_select_video(
+            pv.to(torch.bfloat16), [[2, 2, 4]])[0]
 
 
 # --------------------------------------------------------------------------- structure
