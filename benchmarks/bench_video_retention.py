@@ -178,24 +178,30 @@ def _fmt_slices(row: dict, mode: str) -> str:
 
 
 def summarize(rows: list[dict]) -> list[dict]:
-    """Totals per (type, resolution) and per type over all resolutions."""
+    """Totals per (type, resolution), per type over its resolutions (when it has several), and
+    over all screen recordings (``screen (all)``), in a fixed order."""
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
         groups.setdefault((r["type"], r["resolution"]), []).append(r)
-        groups.setdefault((r["type"], "all"), []).append(r)
+    for kind in {r["type"] for r in rows}:
+        if sum(1 for k, _ in list(groups) if k == kind) > 1:
+            groups[(kind, "all")] = [r for r in rows if r["type"] == kind]
+    screen = [r for r in rows if r["type"] != "natural"]
+    if screen:
+        groups[("screen (all)", "all")] = screen
+    order = {k: i for i, k in enumerate((*TYPES, "screen (all)"))}
+    res_order = {"720p": 0, "1080p": 1, "native": 2, "all": 3}
     out = []
-    for kind in TYPES:
-        for (k, res), members in groups.items():
-            if k != kind or (res == "all" and sum(1 for (k2, r2) in groups if k2 == kind and r2 != "all") < 2):
-                continue
-            tokens = sum(m["tokens"] for m in members)
-            s = dict(type=kind, resolution=res, clips=len(members), tokens=tokens)
-            for mode in MODES:
-                s[f"{mode}_kept"] = sum(m[f"{mode}_kept"] for m in members)
-                s[f"{mode}_retention"] = s[f"{mode}_kept"] / tokens
-            if all("lossless_t0_kept" in m for m in members):
-                s["lossless_t0_retention"] = sum(m["lossless_t0_kept"] for m in members) / tokens
-            out.append(s)
+    for (kind, res), members in sorted(groups.items(), key=lambda kv: (order.get(kv[0][0], len(order)), kv[0][0],
+                                                                       res_order.get(kv[0][1], 2), kv[0][1])):
+        tokens = sum(m["tokens"] for m in members)
+        s = dict(type=kind, resolution=res, clips=len(members), tokens=tokens)
+        for mode in MODES:
+            s[f"{mode}_kept"] = sum(m[f"{mode}_kept"] for m in members)
+            s[f"{mode}_retention"] = s[f"{mode}_kept"] / tokens
+        if all("lossless_t0_kept" in m for m in members):
+            s["lossless_t0_retention"] = sum(m["lossless_t0_kept"] for m in members) / tokens
+        out.append(s)
     return out
 
 

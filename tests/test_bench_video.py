@@ -121,8 +121,11 @@ def test_summarize_totals_per_type():
     rows = [dict(type="scroll", resolution=r, tokens=n, t0_kept=k0, a002_kept=k2, lossless_t0_kept=kl)
             for r, n, k0, k2, kl in [("720p", 100, 60, 50, 55), ("1080p", 300, 150, 120, 140)]]
     rows.append(dict(type="natural", resolution="native", tokens=50, t0_kept=50, a002_kept=49))
-    by = {(s["type"], s["resolution"]): s for s in bvr.summarize(rows)}
-    assert set(by) == {("scroll", "720p"), ("scroll", "1080p"), ("scroll", "all"), ("natural", "native")}
+    summary = bvr.summarize(rows)
+    by = {(s["type"], s["resolution"]): s for s in summary}
+    assert list(by) == [("scroll", "720p"), ("scroll", "1080p"), ("scroll", "all"), ("natural", "native"),
+                        ("screen (all)", "all")]
+    assert by[("screen (all)", "all")]["t0_retention"] == pytest.approx(210 / 400)
     assert by[("scroll", "all")]["t0_retention"] == pytest.approx(210 / 400)
     assert by[("scroll", "all")]["a002_retention"] == pytest.approx(170 / 400)
     assert by[("scroll", "all")]["lossless_t0_retention"] == pytest.approx(195 / 400)
