@@ -52,12 +52,14 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import html
 import io
 import json
 import logging
 import os
 import random
+import select
 import shutil
 import subprocess
 import sys
@@ -182,8 +184,9 @@ class Browser:
         deadline = time.monotonic() + 60
         while True:
             while b"\0" not in self._buf:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"Chromium did not answer {method}")
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([self._out_r], [], [], left)[0]:
+                    raise TimeoutError(f"Chromium did not answer {method} within 60 s")
                 chunk = os.read(self._out_r, 1 << 20)
                 if not chunk:
                     raise RuntimeError(f"Chromium closed the DevTools pipe during {method}")
@@ -302,7 +305,7 @@ th {{ background: #e9eef3; }}
 
 def form_page() -> str:
     """A bug-report form; the capture types into its fields."""
-    field = ("<label>{label}</label><input id={id} type=text placeholder='{ph}'>")
+    text_field = "<label>{label}</label><input id={id} type=text placeholder='{ph}'>"
     return f"""<!doctype html><html><head><meta charset=utf-8><style>
 body {{ margin: 0; font: 15px 'DejaVu Sans', sans-serif; background: #eef1f4; color: #222; }}
 header {{ background: #24292f; color: #fff; height: 56px; line-height: 56px; padding-left: 32px; font-size: 18px; }}
@@ -317,9 +320,9 @@ textarea {{ height: 140px; resize: none; }}
 .row {{ margin-top: 14px; }} button {{ margin-top: 18px; background: #2da44e; color: #fff; border: 0;
   padding: 9px 18px; border-radius: 6px; font: bold 15px 'DejaVu Sans', sans-serif; }}
 </style></head><body><header>Issue tracker &rsaquo; New issue</header><div class=card><h1>Report a bug</h1>
-{field.format(label='Your name', id='name', ph='Jane Doe')}
-{field.format(label='E-mail', id='email', ph='jane@example.org')}
-{field.format(label='Subject', id='subject', ph='One line summary')}
+{text_field.format(label='Your name', id='name', ph='Jane Doe')}
+{text_field.format(label='E-mail', id='email', ph='jane@example.org')}
+{text_field.format(label='Subject', id='subject', ph='One line summary')}
 <label>Component</label><select><option>processor</option><option>model</option></select>
 <label>Description</label><textarea id=desc placeholder='What happened? What did you expect?'></textarea>
 <div class=row><input type=checkbox style='width:auto' checked> I searched the open issues first</div>
@@ -511,9 +514,10 @@ def check_encoded(kind: str, name: str, path: Path, source: list[np.ndarray]) ->
     LOG.info("%s: decoded %d frames, PSNR %.1f dB", name, len(dec), psnr)
 
 
-def _spec(kind: str, res: str, fps: float, frames: int) -> dict[str, Any]:
+def _spec(kind: str, res: str, fps: float, frames: int, page_html: str) -> dict[str, Any]:
     w, h = RESOLUTIONS[res]
-    return dict(version=VERSION, kind=kind, width=w, height=h, fps=fps, frames=frames, crf=CRF,
+    return dict(version=VERSION, kind=kind, page_sha256=hashlib.sha256(page_html.encode()).hexdigest()[:16],
+                width=w, height=h, fps=fps, frames=frames, crf=CRF,
                 keyint_seconds=KEYINT_SECONDS, scroll_fraction=SCROLL_FRACTION,
                 chars_per_frame=TYPE_CHARS_PER_FRAME, slide_hold=SLIDE_HOLD)
 
@@ -530,18 +534,19 @@ def make_screen_clip(out: Path, kind: str, res: str, fps: float, frames: int, pr
     name = f"{kind}_{res}"
     target = out / "screen" / f"{name}.mp4"
     frames_dir = out / "frames" / name
-    spec = _spec(kind, res, fps, frames)
+    make_page, capture = CAPTURE[kind]
+    page_html = make_page()
+    spec = _spec(kind, res, fps, frames, page_html)
     old = previous.get(name)
     if (not force and old and old.get("spec") == spec and target.exists()
             and len(list(frames_dir.glob("*.png"))) == frames):
         LOG.info("%s: up to date", name)
         return ClipRecord(**old)
     w, h = RESOLUTIONS[res]
-    make_page, capture = CAPTURE[kind]
     pages = out / "pages"
     pages.mkdir(parents=True, exist_ok=True)
     page = pages / f"{kind}.html"
-    page.write_text(make_page())
+    page.write_text(page_html)
     t0 = time.perf_counter()
     with Browser(w, h) as browser:
         shots = capture(browser, page, w, h, frames)
