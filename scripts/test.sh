@@ -24,7 +24,8 @@ TRANSFORMERS_HIGH="${PIXELPRUNE_TRANSFORMERS_HIGH:-5.24.0}"
 # accelerate: the README's and the model card's snippets use device_map="auto" (tests/test_readme_snippets.py).
 # setuptools/wheel: the build backend, installed once so the editable install below needs no
 # isolated build environment (that took 40-80 s per environment and run).
-TEST_DEPS="pytest>=8 hypothesis>=6.100 pyyaml huggingface_hub safetensors tokenizers pillow numpy openai accelerate setuptools>=69 wheel"
+# av: `pixelprune inspect clip.mp4` decodes video files with PyAV (pyproject extra `video`).
+TEST_DEPS="pytest>=8 hypothesis>=6.100 pyyaml huggingface_hub safetensors tokenizers pillow numpy openai accelerate setuptools>=69 wheel av==18.1.0"
 # hf-hi only: the fine-tuning stack (pyproject extra `train`), tested at its newest releases.
 TRAIN_DEPS_HI="trl==1.16.0 peft==0.21.2"
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_PROGRESS_BAR=off
