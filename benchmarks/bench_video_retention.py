@@ -14,8 +14,10 @@ Printed: per clip the kept / total merged tokens (what reaches the LLM), per-sli
 (min / median / max over the clip's temporal slices), decode, stock processor and selector times;
 for screen recordings also the retention on the lossless PNG frames the clip was encoded from
 (what H.264 costs); and per type the totals. JSON goes to ``benchmarks/results/``.
-No plot: matplotlib is not a dependency of the benchmark environments (``pip install
-pixelprune[plots]`` adds it; this script does not draw yet).
+With matplotlib (``pip install pixelprune[plots]``) it also draws
+``benchmarks/results/video_retention_per_slice.png``: each clip's kept share per temporal slice
+at threshold 0 (``--replot`` redraws it from the saved JSON); without matplotlib it says so and
+writes the JSON alone.
 
 Usage::
 
@@ -26,6 +28,7 @@ Usage::
 
 from __future__ import annotations
 
+import json
 import logging
 import statistics
 import sys
@@ -41,7 +44,7 @@ sys.path.insert(0, str(BENCH_DIR))
 sys.path.insert(0, str(BENCH_DIR.parent / "tests"))
 
 import pixelprune  # noqa: E402
-from common import benchmark_parser, interleaved, median, parse_args, print_table, write_json  # noqa: E402
+from common import RESULTS_DIR, benchmark_parser, interleaved, median, parse_args, print_table, write_json  # noqa: E402
 from pixelprune.core.selector import PatchGeometry  # noqa: E402
 
 LOG = logging.getLogger("bench_video_retention")
@@ -205,13 +208,59 @@ def summarize(rows: list[dict]) -> list[dict]:
     return out
 
 
+def plot(rows: list[dict], suffix: str = "") -> Path | None:
+    """Kept share per temporal slice at threshold 0, one line per clip (screen clips solid,
+    natural ones dashed): slice 0 costs what an image costs, later slices what changed."""
+    try:
+        import matplotlib
+    except ImportError:
+        LOG.warning("matplotlib is not installed (pip install pixelprune[plots]): no plot written")
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = {kind: f"C{i}" for i, kind in enumerate(TYPES)}
+    panels = [("screen recordings", [r for r in rows if r["type"] != "natural"]),
+              ("natural video", [r for r in rows if r["type"] == "natural"])]
+    panels = [(title, members) for title, members in panels if members]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.0 * len(panels), 4.2), squeeze=False)
+    for ax, (title, members) in zip(axes[0], panels):
+        for r in members:
+            per_slice = r["t0_per_slice_kept"]
+            slice_tokens = r["tokens"] / len(per_slice)
+            ax.plot(range(len(per_slice)), [k / slice_tokens for k in per_slice], marker="o", markersize=3,
+                    color=colours.get(r["type"], "C9"), linestyle="-" if r["resolution"] != "1080p" else ":",
+                    label=f"{r['clip']} ({r['t0_retention']:.0%})")
+        ax.set_xlabel("temporal slice (2 frames = 1 s at 2 fps)")
+        ax.set_ylim(0, 1.05)
+        ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2 if len(members) > 3 else 1)
+    axes[0][0].set_ylabel("video tokens kept per slice (threshold 0)")
+    fig.suptitle("PixelPrune video retention (Qwen3-VL video processor defaults)")
+    fig.tight_layout()
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"video_retention_per_slice{suffix}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = benchmark_parser(__doc__, quick_help="the 720p screen clips only", repeats=3)
     ap.add_argument("--videos", type=Path, default=None, help="video set folder (default benchmarks/data/videos)")
     ap.add_argument("--cap-pixels-per-frame", action="store_true",
                     help="the qwen-vl-utils per-frame pixel cap (transformers' cap_pixels_per_frame=True)")
+    ap.add_argument("--replot", action="store_true", help="redraw the plot from the saved JSON only")
     args = parse_args(ap, argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    name = args.out or "bench_video_retention"
+    if args.replot:
+        saved = RESULTS_DIR / f"{name}{'_quick' if args.quick else ''}.json"
+        path = plot(json.loads(saved.read_text())["clips"], "_quick" if args.quick else "")
+        print(f"wrote {path}" if path else "no plot written")
+        return 0 if path else 1
     from make_video_set import DEFAULT_OUT, load_manifest
 
     try:
@@ -249,11 +298,12 @@ def main(argv: list[str] | None = None) -> int:
                                        if k in ("fps", "min_frames", "max_frames", "size", "patch_size", "merge_size",
                                                 "temporal_patch_size", "image_mean", "image_std")}),
         clips=rows, summary=summary, table_markdown=clip_table + "\n\n" + type_table,
-        note="matplotlib not used: no plot written",
     )
-    name = args.out or "bench_video_retention"
     path = write_json(name, payload, args.quick)
     print(f"\nwrote {path}")
+    plot_path = plot(rows, "_quick" if args.quick else "")
+    if plot_path:
+        print(f"wrote {plot_path}")
     return 0
 
 

@@ -278,6 +278,7 @@ def render_contact_sheet(
     label_h = max(len(lines) for lines in wrapped) * line_h + pad
     columns = max(1, min(len(tiles), (SHEET_MAX_WIDTH + SHEET_GAP) // (cell_w + SHEET_GAP)))
     grid_rows = math.ceil(len(tiles) / columns)
+    columns = math.ceil(len(tiles) / grid_rows)  # balanced rows: 6 tiles in 2 rows of 3, not 5 + 1
     cell_h = label_h + tile_h
     sheet_w = columns * cell_w + (columns - 1) * SHEET_GAP
     sheet_h = grid_rows * cell_h + (grid_rows - 1) * SHEET_GAP

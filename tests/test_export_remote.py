@@ -3,8 +3,9 @@
 Every family's tiny checkpoint is exported once; ONE fresh subprocess (``HF_HUB_OFFLINE=1``, the
 ``pixelprune`` package blocked by a meta-path finder, since the venv has it installed editable)
 loads each repo with ``trust_remote_code=True``, runs ``apply_chat_template`` + ``generate`` on a
-redundant image, and also records what happens without ``trust_remote_code`` and with the stock
-classes. The tests compare that against the package's own classes run on the base checkpoint
+redundant image (and, where torchvision is installed for the stock video processor, on a typing
+video with ``pixelprune_video=True``), and also records what happens without ``trust_remote_code``
+and with the stock classes. The tests compare that against the package's own classes run on the base checkpoint
 (the oracle) and against the stock classes run on the base.
 """
 
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from images import typing_video
 from tiny_models import ARCHITECTURES, FAMILIES
 
 from pixelprune.hub_configs.families import load_families
@@ -30,7 +32,7 @@ MAX_NEW_TOKENS = 6
 PROMPT = "Read the document."
 
 # Runs in the fresh interpreter. argv: a JSON file {family: {"out": ..., "base": ...}}, the image
-# path and the folder for the results (one torch file per family).
+# path, the folder for the results (one torch file per family) and the video's frame PNGs.
 SUBPROCESS_SCRIPT = textwrap.dedent(
     r'''
     import importlib.abc, json, sys
@@ -60,11 +62,13 @@ SUBPROCESS_SCRIPT = textwrap.dedent(
     repos = json.load(open(sys.argv[1]))
     image = Image.open(sys.argv[2]).convert("RGB")
     results = sys.argv[3]
+    frames = [Image.open(path).convert("RGB") for path in sys.argv[4:]]
     messages = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": %(prompt)r}]}]
+    video_messages = [{"role": "user", "content": [{"type": "video", "video": frames}, {"type": "text", "text": %(prompt)r}]}]
 
-    def run(processor, model):
+    def run(processor, model, messages=messages, **kwargs):
         inputs = processor.apply_chat_template(
-            messages, tokenize=True, add_generation_prompt=True, return_dict=True, return_tensors="pt"
+            messages, tokenize=True, add_generation_prompt=True, return_dict=True, return_tensors="pt", **kwargs
         )
         with torch.no_grad():
             logits = model(**inputs).logits
@@ -80,6 +84,9 @@ SUBPROCESS_SCRIPT = textwrap.dedent(
                                     type(model).__module__ + "." + type(model).__name__]
         record["remote"] = run(processor, model)
         record["stats"] = [(s.kept_tokens, s.total_tokens) for s in processor.last_pruning_stats]
+        if is_torchvision_available():  # the stock video processor needs torchvision
+            record["remote_video"] = run(processor, model, video_messages, pixelprune_video=True)
+            record["video_stats"] = [list(s.kept_per_slice) for s in processor.last_video_pruning_stats]
 
         # Without trust_remote_code: the processor must refuse, the model loads as stock.
         for flag in (None, False):
@@ -133,7 +140,17 @@ def exported(tiny_checkpoint, tiny_export) -> dict[str, dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def remote_results(exported, image_path, tmp_path_factory) -> dict[str, dict]:
+def video_frames(tmp_path_factory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("video_frames")
+    paths = []
+    for i, frame in enumerate(typing_video()):
+        paths.append(folder / f"frame_{i}.png")
+        frame.save(paths[-1])
+    return paths
+
+
+@pytest.fixture(scope="module")
+def remote_results(exported, image_path, video_frames, tmp_path_factory) -> dict[str, dict]:
     work = tmp_path_factory.mktemp("remote_run")
     (work / "repos.json").write_text(json.dumps(exported))
     (work / "script.py").write_text(SUBPROCESS_SCRIPT)
@@ -147,15 +164,19 @@ def remote_results(exported, image_path, tmp_path_factory) -> dict[str, dict]:
         HF_MODULES_CACHE=str(work / "hf_modules"),
     )
     proc = subprocess.run(
-        [sys.executable, "-I", str(work / "script.py"), str(work / "repos.json"), str(image_path), str(results)],
+        [sys.executable, "-I", str(work / "script.py"), str(work / "repos.json"), str(image_path), str(results),
+         *map(str, video_frames)],
         cwd=work, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return {family: torch.load(results / f"{family}.pt", weights_only=False) for family in exported}
 
 
-def _package_reference(family: str, base: str, image_path: Path) -> dict:
-    """The package's own classes on the base checkpoint: the oracle for the remote code."""
+def _package_reference(family: str, base: str, media: Path | list[Path], **kwargs) -> dict:
+    """The package's own classes on the base checkpoint: the oracle for the remote code.
+
+    ``media`` is an image path, or a video's frame paths (then ``kwargs`` turn video pruning on).
+    """
     from PIL import Image
 
     import pixelprune.modeling as modeling
@@ -164,10 +185,13 @@ def _package_reference(family: str, base: str, image_path: Path) -> dict:
     spec = load_families()[family]
     processor = getattr(processors, spec.processor_class).from_pretrained(base)
     model = getattr(modeling, spec.architecture).from_pretrained(base).eval()
-    image = Image.open(image_path).convert("RGB")
-    messages = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": PROMPT}]}]
+    if isinstance(media, list):
+        item = {"type": "video", "video": [Image.open(path).convert("RGB") for path in media]}
+    else:
+        item = {"type": "image", "image": Image.open(media).convert("RGB")}
+    messages = [{"role": "user", "content": [item, {"type": "text", "text": PROMPT}]}]
     inputs = processor.apply_chat_template(
-        messages, tokenize=True, add_generation_prompt=True, return_dict=True, return_tensors="pt"
+        messages, tokenize=True, add_generation_prompt=True, return_dict=True, return_tensors="pt", **kwargs
     )
     with torch.no_grad():
         logits = model(**inputs).logits
@@ -198,6 +222,26 @@ def test_remote_code_loads_without_pixelprune_and_matches_package(family, export
     torch.testing.assert_close(remote["logits"], reference["logits"], rtol=0, atol=1e-5)
     assert torch.equal(remote["generated"], reference["generated"])
     assert remote["generated"].shape[1] > remote["inputs"]["input_ids"].shape[1]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_remote_code_prunes_video_as_the_package_does(family, exported, remote_results, video_frames):
+    record = remote_results[family]
+    if "remote_video" not in record:
+        pytest.skip("the stock Qwen3-VL video processor needs torchvision (not installed)")
+    remote = record["remote_video"]
+    keep = remote["inputs"]["video_keep_mask"]
+    (per_slice,) = record["video_stats"]
+    assert len(per_slice) > 1 and 0 < sum(per_slice) == int(keep.sum()) < keep.numel(), "the video must be pruned"
+    video_token_id = json.loads((Path(exported[family]["out"]) / "config.json").read_text())["video_token_id"]
+    assert int((remote["inputs"]["input_ids"] == video_token_id).sum()) == int(keep.sum())
+
+    reference = _package_reference(family, exported[family]["base"], video_frames, pixelprune_video=True)
+    assert set(remote["inputs"]) == set(reference["inputs"])
+    for key, value in reference["inputs"].items():
+        assert torch.equal(remote["inputs"][key], value), key
+    torch.testing.assert_close(remote["logits"], reference["logits"], rtol=0, atol=1e-5)
+    assert torch.equal(remote["generated"], reference["generated"])
 
 
 @pytest.mark.parametrize("family", FAMILIES)

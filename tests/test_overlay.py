@@ -98,6 +98,19 @@ def test_contact_sheet_tiles_slices_in_rows_and_shrinks_wide_frames():
         render_contact_sheet(frames, keeps[:3], ["x"] * 9)
 
 
+@pytest.mark.parametrize("tiles,columns", [(1, 1), (5, 5), (6, 3), (7, 4), (11, 4), (12, 4)])
+def test_contact_sheet_balances_its_rows(tiles, columns):
+    from pixelprune.overlay import SHEET_MAX_WIDTH, render_contact_sheet
+
+    # 480-px tiles: at most 5 fit in SHEET_MAX_WIDTH; the rows a sheet needs are filled evenly
+    assert (SHEET_MAX_WIDTH + 4) // (480 + 4) == 5
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 256, (tiles, 32, 480, 3), dtype=np.uint8)
+    keeps = rng.random((tiles, 1, 15)) < 0.5
+    sheet = render_contact_sheet(frames, keeps, [f"slice {s}" for s in range(tiles)], caption=CAPTION)
+    assert sheet.size[0] == columns * 480 + (columns - 1) * 4
+
+
 def test_animation_is_a_looping_gif_with_one_frame_per_input():
     import io
 

@@ -242,6 +242,8 @@ def prepare(block: Block, local_repos: LocalRepos) -> str:
         pytest.skip(f"{block.where}: {block.skip}")
     if uses_vllm(block):
         pytest.importorskip("vllm", reason=f"{block.where} uses vLLM: runs in the vllm environment")
+    if uses_video(block):
+        pytest.importorskip("torchvision", reason=f"{block.where} has a video: the stock video processor needs torchvision")
     replacements = {repo_id: str(local_repos.resolve(repo_id)) for repo_id in sorted(hub_ids(code))}
     sample = REPO / "assets" / "sample_screenshot.png"
     replacements.update({url: str(sample) for url in image_urls(code)})
@@ -254,6 +256,10 @@ def python_blocks(blocks: list[Block]) -> list[Block]:
 
 def uses_vllm(block: Block) -> bool:
     return re.search(r"^\s*(import vllm|from vllm\b)", block.code, re.MULTILINE) is not None
+
+
+def uses_video(block: Block) -> bool:
+    return re.search(r"""["']type["']:\s*["']video["']""", block.code) is not None
 
 
 README_BLOCKS = markdown_blocks(README.read_text(), "README.md")
@@ -352,6 +358,18 @@ def run_command(block: Block, command: str, tmp_path: Path) -> subprocess.Comple
     )
 
 
+def skip_without_video_support(block: Block, command: str) -> None:
+    """A documented ``inspect`` of a video file needs the ``video`` extra and torchvision (hf-hi has
+    them, hf-lo has no torchvision): skip there, naming what is missing."""
+    from pixelprune.video_files import VideoError, _check_support, is_video_file
+
+    if any(is_video_file(Path(arg)) for arg in shlex.split(command, comments=True)[1:]):
+        try:
+            _check_support()
+        except VideoError as exc:
+            pytest.skip(f"{block.where} inspects a video: {exc}")
+
+
 @pytest.mark.parametrize("block", OUTPUT_BLOCKS, ids=lambda b: b.where)
 def test_readme_command_prints_what_the_readme_shows(block: Block, tmp_path: Path):
     if block.skip:
@@ -360,6 +378,7 @@ def test_readme_command_prints_what_the_readme_shows(block: Block, tmp_path: Pat
     assert len(commands) == 1 and is_pixelprune_command(commands[0]), (
         f"{block.where}: a command block followed by its output must hold one pixelprune command"
     )
+    skip_without_video_support(block, commands[0])
     proc = run_command(block, commands[0], tmp_path)
     assert proc.returncode == 0, f"{block.where}: {commands[0]!r} failed:\n{proc.stderr[-3000:]}"
     assert without_times(proc.stdout) == without_times(block.output.code), (
