@@ -2,8 +2,9 @@
 
 ``build_model(family, vit_depth, llm_layers, attn)`` builds the PixelPrune class of a family (called
 without ``image_keep_mask`` it runs the stock transformers code path unchanged, so one model object
-serves as both "stock" and "PixelPrune"). ``make_inputs`` builds a one-image prompt and ``llm_flops``
-counts the LLM's matrix-product FLOPs, both per family.
+serves as both "stock" and "PixelPrune"). ``make_inputs`` builds a one-image prompt,
+``make_video_inputs`` a one-video prompt, and ``llm_flops`` counts the LLM's matrix-product FLOPs, all
+per family.
 
 Widths are the released checkpoints' ``config.json`` values:
 
@@ -28,6 +29,9 @@ PROMPT_TOKENS = 24  # text before the image (system + user turn) and after it (q
 
 # (image, vision start, vision end) placeholder token ids of each family's tokenizer
 TOKEN_IDS = {"qwen3_vl": (151655, 151652, 151653), "qwen3_5": (248056, 248053, 248054)}
+VIDEO_TOKEN_ID = {"qwen3_vl": 151656, "qwen3_5": 248057}  # <|video_pad|>
+# "<0.5 seconds>" before every temporal slice of a video: 6 tokens with the Qwen tokenizers (7 from 10 s)
+TIMESTAMP_TOKENS = 6
 # full depth of the released checkpoints (ViT blocks, LLM layers), for labels
 FULL_DEPTH = {"qwen3_vl": (24, 28), "qwen3_5": (24, 24)}
 DEFAULT_LLM_LAYERS = {"qwen3_vl": 2, "qwen3_5": 4}
@@ -94,7 +98,8 @@ def build_model(family: str, vit_depth: int, llm_layers: int, attn: str, *, devi
 
     check_family(family)
     image, start, end = TOKEN_IDS[family]
-    ids = dict(image_token_id=image, vision_start_token_id=start, vision_end_token_id=end, tie_word_embeddings=True)
+    ids = dict(image_token_id=image, video_token_id=VIDEO_TOKEN_ID[family], vision_start_token_id=start,
+               vision_end_token_id=end, tie_word_embeddings=True)
     if family == "qwen3_vl":
         from pixelprune.modeling import PixelPruneQwen3VLForConditionalGeneration as cls
 
@@ -154,6 +159,26 @@ def make_inputs(family: str, grid: torch.Tensor, image_tokens: int) -> dict:
                      torch.tensor([end]), text[PROMPT_TOKENS:]]).unsqueeze(0)
     return dict(input_ids=ids, attention_mask=torch.ones_like(ids),
                 mm_token_type_ids=(ids == image).to(torch.int32), image_grid_thw=grid)
+
+
+def make_video_inputs(family: str, grid: torch.Tensor, tokens_per_slice: list[int]) -> dict:
+    """Model inputs of a one-video prompt laid out as Qwen3-VL's processor writes it: per temporal
+    slice ``s`` a timestamp (:data:`TIMESTAMP_TOKENS` text tokens), ``<|vision_start|>``,
+    ``tokens_per_slice[s]`` video placeholders, ``<|vision_end|>``; random text ids (seeded) around."""
+    if len(tokens_per_slice) != int(grid[0, 0]):
+        raise ValueError(f"{len(tokens_per_slice)} slice token counts for a video of {int(grid[0, 0])} slices")
+    _, start, end = TOKEN_IDS[family]
+    video = VIDEO_TOKEN_ID[family]
+    g = torch.Generator().manual_seed(0)
+    text = torch.randint(1000, 100000, (2 * PROMPT_TOKENS + TIMESTAMP_TOKENS * len(tokens_per_slice),), generator=g)
+    parts, pos = [text[:PROMPT_TOKENS]], PROMPT_TOKENS
+    for n in tokens_per_slice:
+        parts += [text[pos:pos + TIMESTAMP_TOKENS], torch.tensor([start]), torch.full((int(n),), video),
+                  torch.tensor([end])]
+        pos += TIMESTAMP_TOKENS
+    ids = torch.cat(parts + [text[pos:]]).unsqueeze(0)
+    return dict(input_ids=ids, attention_mask=torch.ones_like(ids),
+                mm_token_type_ids=(ids == video).to(torch.int32) * 2, video_grid_thw=grid)
 
 
 def head_flops(config) -> int:

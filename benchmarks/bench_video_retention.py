@@ -77,11 +77,13 @@ def decode_clip(path: str | Path, video_processor) -> tuple[np.ndarray, Any]:
     return load_video(str(path), backend="pyav", sample_indices_fn=video_processor.sample_frames)
 
 
-def preprocess(frames: np.ndarray, metadata: Any, video_processor, device: torch.device | None = None):
-    """The stock video processor on already-sampled frames (``do_sample_frames=False``)."""
+def preprocess(frames: np.ndarray, metadata: Any, video_processor, device: torch.device | None = None,
+               **kwargs: Any):
+    """The stock video processor on already-sampled frames (``do_sample_frames=False``); ``kwargs``
+    are processor call arguments (e.g. ``size``)."""
     kw = {"device": str(device)} if device is not None and device.type != "cpu" else {}
     return video_processor(videos=[frames], video_metadata=[metadata], do_sample_frames=False,
-                           return_tensors="pt", **kw)
+                           return_tensors="pt", **kw, **kwargs)
 
 
 def selector_kwargs(geometry: PatchGeometry) -> dict[str, Any]:
