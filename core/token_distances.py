@@ -85,7 +85,10 @@ class _Scratch(threading.local):
             return torch.empty(numel, dtype=dtype, device=device)
         buf = self.buffers.get(name)
         if buf is None or buf.dtype != dtype or buf.numel() < numel:
-            buf = self.buffers[name] = torch.empty(numel, dtype=dtype)
+            # A normal tensor even when called under `torch.inference_mode()`: an inference tensor
+            # could not be written by a later call outside inference mode.
+            with torch.inference_mode(False):
+                buf = self.buffers[name] = torch.empty(numel, dtype=dtype)
         return buf[:numel]
 
 

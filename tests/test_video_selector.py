@@ -389,6 +389,21 @@ def test_static_video_keeps_one_token_per_later_slice(method, threshold):
     assert got == first + [s * 30 for s in range(1, t)]
 
 
+@pytest.mark.parametrize("anchored", [None, True])
+def test_a_call_under_inference_mode_does_not_break_later_calls(monkeypatch, anchored):
+    # The selector reuses CPU scratch buffers; one first made under `torch.inference_mode()` (a
+    # benchmark, a serving loop) must stay writable by a later call outside it, and vice versa.
+    monkeypatch.setattr(token_distances, "_SCRATCH", token_distances._Scratch())
+    tokens = page(5, 6)
+    frames = frames_from_tokens(torch.stack([tokens, noise_tokens((5, 6), 2)]).unsqueeze(1).expand(2, 2, 5, 6, -1, -1, -1))
+    kw = dict(threshold=0.02, anchored=True) if anchored else {}
+    with torch.inference_mode():
+        first = kept(frames, **kw)
+    assert kept(frames, **kw) == first == reference(frames, **kw)
+    with torch.inference_mode():
+        assert kept(frames, **kw) == first
+
+
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("anchored", [None, True, False])
 def test_slices_that_differ_everywhere_keep_everything(method, anchored):
