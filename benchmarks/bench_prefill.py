@@ -248,9 +248,10 @@ CLIP_COLUMNS = [
 ]
 
 
-def plot(rows: list[dict], summary: list[dict], title: str, quick: bool, suffix: str = "") -> Path | None:
+def plot(rows: list[dict], summary: list[dict], title: str, filename: str) -> Path | None:
     """Bars of the measured (selector + ViT + LLM) and the FLOP-ideal speed-up per clip type, each
-    clip a dot; ``benchmarks/results/prefill_video[_quick].png``. Skipped (logged) without matplotlib."""
+    clip a dot, to ``benchmarks/results/<filename>`` (``prefill_video.png`` for the default result
+    name). Skipped (logged) without matplotlib."""
     try:
         import matplotlib
     except ImportError:
@@ -280,7 +281,7 @@ def plot(rows: list[dict], summary: list[dict], title: str, quick: bool, suffix:
     ax.legend(fontsize=7, loc="upper right")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    path = RESULTS_DIR / f"prefill_video{suffix}{'_quick' if quick else ''}.png"
+    path = RESULTS_DIR / filename
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -294,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
                          f"(default folder {DEFAULT_VIDEO_DIR.relative_to(REPO_ROOT)}); --max-pixels is then per frame")
     ap.add_argument("--max-frames", type=int, default=VIDEO_MAX_FRAMES,
                     help=f"videos: the first N frames of the stock 2 fps sampling (default {VIDEO_MAX_FRAMES})")
+    ap.add_argument("--types", default=None,
+                    help="comma-separated types to time (default: all; images: documents,screenshots,photos; "
+                         "videos: scroll,typing,slides,natural)")
     ap.set_defaults(max_pixels=None, per_type=None)  # the defaults depend on --videos
     args = parse_args(ap, argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -303,6 +307,10 @@ def main(argv: list[str] | None = None) -> int:
         args.per_type = VIDEO_PER_TYPE if args.videos else IMAGE_PER_TYPE
     if args.max_frames < 2:
         ap.error(f"--max-frames {args.max_frames}: at least 2 (one temporal slice of 2 frames)")
+    all_types = VIDEO_TYPES if args.videos else IMAGE_TYPES
+    types = tuple(args.types.split(",")) if args.types else all_types
+    if not set(types) <= set(all_types):
+        ap.error(f"--types {args.types}: expected some of {','.join(all_types)}")
     if args.quick:
         args.per_type, args.repeats, args.vit_depth = 1, 2, 1
         args.llm_layers = 2 if args.family == "qwen3_5" else 1
@@ -312,9 +320,9 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             ap.error("--videos: PyAV is needed to decode the clips (pip install av)")
         picked = pick_per_type(load_manifest(args.videos), args.per_type, resolutions=("720p", "1080p", "native"),
-                               types=VIDEO_TYPES)
+                               types=types)
     else:
-        picked = pick_per_type(load_images(args.quick), args.per_type)
+        picked = pick_per_type(load_images(args.quick), args.per_type, types=types)
     model, config = build_model(args.family, args.vit_depth, args.llm_layers, args.attn,
                                 device=args.device, dtype=args.torch_dtype)
     info = machine_info()
@@ -331,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = dict(machine=info, family=args.family, model=model_label, vit_depth=args.vit_depth,
                     llm_layers=args.llm_layers, dtype=args.dtype, device=str(args.device), clock=args.clock,
                     attn=args.attn, max_pixels=args.max_pixels, repeats=args.repeats,
-                    timing="interleaved rounds (AB, BA, ...) after one warm-up call each; medians")
+                    types=list(types), timing="interleaved rounds (AB, BA, ...) after one warm-up call each; medians")
     if args.videos:
         return run_videos(args, picked, model, config, model_label, settings)
     proc = stock_image_processor()
@@ -379,10 +387,10 @@ def run_videos(args, picked: list[dict], model, config, model_label: str, settin
     print(f"\ntargets: screen recordings >= 80% of the FLOP-ideal: {verdict['screen_target_met']} "
           f"({verdict['screen_ideal_share']}); natural video <= 2% slower: {verdict['natural_target_met']} "
           f"({verdict['natural_overhead']})")
-    suffix = "" if args.family == "qwen3_vl" else f"_{args.family}"
+    name = args.out or ("bench_prefill_video" if args.family == "qwen3_vl" else f"bench_prefill_video_{args.family}")
     png = plot(rows, summary, f"{model_label}\n{args.dtype}, first {args.max_frames} frames at 2 fps, "
-               f"<= {args.max_pixels} px per frame, {args.clock} clock", args.quick, suffix)
-    name = args.out or f"bench_prefill_video{suffix}"
+               f"<= {args.max_pixels} px per frame, {args.clock} clock", f"{name.removeprefix('bench_')}"
+               f"{'_quick' if args.quick else ''}.png")
     finish(name, summary, VIDEO_COLUMNS, dict(
         settings, videos=str(args.videos), max_frames=args.max_frames, sampling="stock Qwen3-VL video processor: 2 fps",
         targets=verdict, plot=png and str(png.relative_to(REPO_ROOT)), clips_table_markdown=clip_table, clips=rows),
