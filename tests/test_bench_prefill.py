@@ -32,9 +32,10 @@ MAX_FRAMES = 4  # -> 2 temporal slices
 MAX_PIXELS = 128 * 96
 
 
-@pytest.fixture(scope="module")
-def model_and_config():
-    return bench_models.build_model("qwen3_vl", 1, 1, "sdpa", tiny=True)
+@pytest.fixture(scope="module", params=bench_models.FAMILIES)
+def model_and_config(request):
+    family = request.param
+    return bench_models.build_model(family, 1, bench_models.DEFAULT_LLM_LAYERS[family] // 2, "sdpa", tiny=True) + (family,)
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +51,9 @@ def clips(tmp_path_factory):
 
 
 def run(clip, model_and_config, **kw):
-    model, config = model_and_config
+    model, config, family = model_and_config
     proc = bp.stock_video_processor()
-    return bp.bench_video(clip, "qwen3_vl", model, config, proc, 1, MAX_FRAMES, MAX_PIXELS, "cpu",
+    return bp.bench_video(clip, family, model, config, proc, 1, MAX_FRAMES, MAX_PIXELS, "cpu",
                           return_outputs=True, **kw)
 
 
@@ -87,7 +88,7 @@ def test_video_row_matches_the_selector_and_the_flop_counts(clips, model_and_con
     plane = (gh // 2) * (gw // 2)
     assert row["stock_seq"] == 2 * bench_models.PROMPT_TOKENS + t * (bench_models.TIMESTAMP_TOKENS + 2 + plane)
     # ViT FLOPs: attention within each temporal slice, as `pixelprune inspect` counts them
-    _, config = model_and_config
+    _, config, _ = model_and_config
     flops = estimate_vit_flops([plane * 4] * t, [k * 4 for k in per_slice],
                                VisionTowerConfig.from_vision_config(config.vision_config))
     assert row["vit_flops_stock"] == flops.full and row["vit_flops_kept"] == flops.kept
@@ -102,7 +103,7 @@ def test_nothing_to_prune_gives_the_stock_prefill(clips, model_and_config):
     assert row["kept"] == row["tokens"] and row["stock_seq"] == row["pixelprune_seq"]
     assert row["ideal_model_speedup"] == 1.0
     stock, pruned = outputs["stock"].logits, outputs["pixelprune"].logits
-    assert stock.shape == pruned.shape == (1, 1, bench_models.QWEN3_VL_2B_TEXT["vocab_size"])
+    assert stock.shape == pruned.shape == (1, 1, model_and_config[1].text_config.vocab_size)
     torch.testing.assert_close(pruned, stock, rtol=0, atol=0)
 
 
