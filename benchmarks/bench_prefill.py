@@ -36,7 +36,7 @@ sampling interval is unchanged) and ``--max-pixels`` per frame (default 460,800 
 per type (``--per-type``: the 720p screen recordings and ``vtest``). Targets (issue 14): screen
 recordings (scroll, typing, slides) at >= 80% of the FLOP-ideal; natural video (little or nothing
 to prune) at most 2% slower than stock. ``benchmarks/results/prefill_video.png`` plots measured vs
-FLOP-ideal per type (needs matplotlib; skipped with a message without it).
+FLOP-ideal per type (needs matplotlib, ``pip install pixelprune[plots]``; skipped with a message without it).
 
     python benchmarks/bench_prefill.py [--family qwen3_vl|qwen3_5] [--quick] [--repeats N] [--max-pixels N]
     python benchmarks/bench_prefill.py --videos --threads 1 --clock cpu [--max-frames N] [--max-pixels N]
@@ -255,7 +255,7 @@ def plot(rows: list[dict], summary: list[dict], title: str, filename: str) -> Pa
     try:
         import matplotlib
     except ImportError:
-        LOG.info("matplotlib is not installed: no plot (pip install matplotlib)")
+        LOG.warning("matplotlib is not installed (pip install pixelprune[plots]): no plot written")
         return None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
