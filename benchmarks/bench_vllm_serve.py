@@ -400,36 +400,43 @@ EXCEPTION_LINE = re.compile(r"^(?:[\w.]+\.)?(\w*(?:Error|Exception)): (.+)$")
 FRAME_LINE = re.compile(r'^File "(?:.*/site-packages/)?([^"]+)", line (\d+), in (\w+)')
 
 
-def server_error(log_text: str) -> str | None:
+def server_error(log_text: str) -> dict[str, str] | None:
     """The root cause a server logged: the exception of its first traceback (vLLM logs the failing
-    worker's error first, then the engine's and the frontend's ``EngineDeadError``), with the last
-    vLLM frame it passed through; None if the log has no traceback."""
-    frame, in_traceback = None, False
+    worker's error first, then the engine's and the frontend's ``EngineDeadError``) as ``type``,
+    ``message`` and ``frame`` (the last vLLM frame it passed through, or ""); None if the log has no
+    traceback."""
+    frame, in_traceback = "", False
     for line in (LOG_PREFIX.sub("", raw).strip() for raw in log_text.splitlines()):
         if line.startswith("Traceback (most recent call last):"):
-            in_traceback, frame = True, None
+            in_traceback, frame = True, ""
         elif in_traceback and (match := FRAME_LINE.match(line)):
             if match.group(1).startswith("vllm/"):
                 frame = f"{match.group(1)}:{match.group(2)} {match.group(3)}"
         elif in_traceback and (match := EXCEPTION_LINE.match(line)):
             if match.group(1) != "EngineDeadError":
-                return f"{match.group(1)}: {match.group(2)}" + (f" (in {frame})" if frame else "")
+                return dict(type=match.group(1), message=match.group(2), frame=frame)
             in_traceback = False
     return None
 
 
 def describe_failure(exc: Exception, log_path: Path) -> dict[str, Any]:
     """What a failed server answered (HTTP status, or the code of an error event in the stream, and
-    the message) and the root cause its log names."""
+    the message), the root cause its log names, and a one-line ``summary`` for the table."""
     status = getattr(exc, "status_code", None)
     body = getattr(exc, "body", None)
     if status is None and isinstance(body, dict):  # an error event in a 200 stream: {"error": {..., "code"}}
         status = (body.get("error") if isinstance(body.get("error"), dict) else body).get("code")
     message = getattr(exc, "message", None) or str(exc)
     cause = server_error(log_path.read_text()) if log_path.exists() else None
-    summary = (f"HTTP {status}" if status else type(exc).__name__) + ", " + trim(cause or message, 110)
+    answered = f"HTTP {status}" if status else type(exc).__name__
+    if cause:
+        where = cause["frame"].rsplit(" ", 1)[-1] if cause["frame"] else ""
+        summary = f"{answered}, {cause['type']}{' in ' + where if where else ''}"
+        cause_text = f"{cause['type']}: {cause['message']}" + (f" (in {cause['frame']})" if cause["frame"] else "")
+    else:
+        summary, cause_text = f"{answered}, {trim(message, 80)}", None
     return dict(exception=type(exc).__name__, status=status, message=trim(message, 500),
-                server_error=trim(cause, 500) if cause else None, summary=summary, log=str(log_path))
+                server_error=trim(cause_text, 500) if cause_text else None, summary=summary, log=str(log_path))
 
 
 def measure(server: Server, items: list[dict], args: argparse.Namespace) -> tuple[list[dict] | dict, dict]:
