@@ -674,7 +674,7 @@ def main(argv: list[str] | None = None) -> int:
     depths = {f"{args.vit_depth} + {args.llm_layers} (this run)": (args.vit_depth, args.llm_layers),
               "24 + 28 (Qwen3-VL-2B)": (24, 28)}
     flops = flop_model(items, results, servers, evs_rate, depths)
-    print("\nFLOP model per request (matrix products; EVS computes the full ViT):")
+    print("\nFLOP model per request (matrix products" + ("; EVS computes the full ViT):" if args.videos else "):"))
     flop_table = print_table(flops, FLOP_COLUMNS)
     print(f"model: Qwen3-VL-2B widths, {args.vit_depth} ViT + {args.llm_layers} LLM layers (reduced depth), "
           f"{args.dtype}, CPU; vLLM {server_info['stock'].get('cpu_binding')}; load average now {os.getloadavg()}")
