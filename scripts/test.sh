@@ -28,6 +28,9 @@ TRANSFORMERS_HIGH="${PIXELPRUNE_TRANSFORMERS_HIGH:-5.24.0}"
 TEST_DEPS="pytest>=8 hypothesis>=6.100 pyyaml huggingface_hub safetensors tokenizers pillow numpy openai accelerate setuptools>=69 wheel av==18.1.0"
 # hf-hi only: the fine-tuning stack (pyproject extra `train`), tested at its newest releases.
 TRAIN_DEPS_HI="trl==1.16.0 peft==0.21.2"
+# hf-hi only: torchcodec, transformers' decoder for video paths and URLs in `apply_chat_template`
+# (the registry's build is a CUDA one: it loads next to hf-hi's CUDA torch, not hf-lo's CPU torch).
+VIDEO_DEPS_HI="torchcodec==0.17.0"
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_PROGRESS_BAR=off
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
@@ -110,7 +113,7 @@ run_hf() {
         "$dir/bin/python" -m pytest -q -p no:cacheprovider --durations=20 -m "not vllm" "$@")
 }
 
-setup_hf_hi() { make_venv hf-hi "torch==2.14.1 torchvision==0.29.1 transformers==$TRANSFORMERS_HIGH $TEST_DEPS $TRAIN_DEPS_HI"; }
+setup_hf_hi() { make_venv hf-hi "torch==2.14.1 torchvision==0.29.1 transformers==$TRANSFORMERS_HIGH $TEST_DEPS $TRAIN_DEPS_HI $VIDEO_DEPS_HI"; }
 setup_hf_lo() { make_venv hf-lo "torch==2.13.0 transformers==$TRANSFORMERS_LOW $TEST_DEPS"; }
 setup_vllm() {
     log "vllm environment"

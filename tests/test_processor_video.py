@@ -255,8 +255,18 @@ def test_apply_chat_template_with_frame_lists_mixed_and_batched(processor):
     assert int((stock_like["input_ids"] == processor.video_token_id).sum()) == mask.numel()
 
 
+def _torchcodec_decodes() -> bool:
+    """transformers decodes video paths with torchcodec; a build that cannot load (no FFmpeg
+    libraries, a CUDA build next to a CPU torch) counts as missing."""
+    try:
+        from torchcodec.decoders import VideoDecoder  # noqa: F401
+    except Exception:  # noqa: BLE001 - any load failure means transformers cannot decode either
+        return False
+    return True
+
+
 @pytest.mark.skipif(
-    importlib.util.find_spec("torchcodec") is None or importlib.util.find_spec("av") is None,
+    not _torchcodec_decodes() or importlib.util.find_spec("av") is None,
     reason="decoding a video file needs torchcodec (transformers' video loader) and writing one PyAV",
 )
 def test_apply_chat_template_with_a_video_file(processor, tmp_path):
@@ -273,7 +283,12 @@ def test_apply_chat_template_with_a_video_file(processor, tmp_path):
     out = processor.apply_chat_template(conv, tokenize=True, return_dict=True, return_tensors="pt",
                                         pixelprune_video=True)
     mask = out[VIDEO_KEEP_MASK_KEY]
-    assert int((out["input_ids"] == processor.video_token_id).sum()) == int(mask.sum())
+    assert int((out["input_ids"] == processor.video_token_id).sum()) == int(mask.sum()) < mask.numel()
+    # the same file with video pruning off: the stock keys, every video token
+    stock = processor.apply_chat_template(conv, tokenize=True, return_dict=True, return_tensors="pt")
+    assert VIDEO_KEEP_MASK_KEY not in stock
+    assert torch.equal(stock["pixel_values_videos"], out["pixel_values_videos"])
+    assert int((stock["input_ids"] == processor.video_token_id).sum()) == mask.numel()
 
 
 # --------------------------------------------------------------------------------------------------
