@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -288,3 +290,31 @@ def loadavg_note(payload: dict[str, Any]) -> str:
     m = payload.get("machine", {})
     start, end = m.get("loadavg_start"), m.get("loadavg_end")
     return f"load average (1 min) {start[0]:.2f} at start -> {end[0]:.2f} at end" if start and end else ""
+
+
+def ensure_debian_tools(wanted: dict[str, str], *, install: bool, apt_reason: str | None) -> None:
+    """Fail early (or ``apt-get install``) when a tool of ``wanted`` (tool -> Debian package) is
+    missing; with ``apt_reason``, ``apt-get`` and ``dpkg-deb`` themselves are required, and their
+    absence is an error ending with that reason."""
+    if apt_reason is not None:
+        for tool in ("apt-get", "dpkg-deb"):
+            if shutil.which(tool) is None:
+                sys.exit(f"error: {tool} not found: {apt_reason}")
+    missing = sorted({pkg for tool, pkg in wanted.items() if shutil.which(tool) is None})
+    if not missing:
+        return
+    if not install:
+        sys.exit(f"error: missing Debian packages {missing}; run `apt-get install {' '.join(missing)}` "
+                 "or pass --install-tools.")
+    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", *missing]):
+        subprocess.run(cmd, check=True, capture_output=True)
+
+
+def download_deb(package: str, debs: Path) -> Path:
+    """The newest ``.deb`` of ``package`` in ``debs``, fetched with ``apt-get download`` (nothing is
+    installed) when none is there yet."""
+    debs.mkdir(parents=True, exist_ok=True)
+    if not sorted(debs.glob(f"{package}_*.deb")):
+        logging.getLogger(__name__).info("downloading %s", package)
+        subprocess.run(["apt-get", "download", package], cwd=debs, check=True, capture_output=True)
+    return sorted(debs.glob(f"{package}_*.deb"))[-1]

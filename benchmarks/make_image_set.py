@@ -40,6 +40,10 @@ from PIL import Image
 
 LOG = logging.getLogger("make_image_set")
 BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR))
+
+from common import download_deb, ensure_debian_tools  # noqa: E402
+
 DEFAULT_DATA = BENCH_DIR / "data"
 
 PACKAGES = ["r-doc-pdf", "gnuplot-doc", "asymptote-doc", "python3.11-doc", "python3-skimage"]
@@ -102,18 +106,8 @@ def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
 
 def ensure_tools(install: bool) -> None:
     """Fail early (or install with apt-get) when a renderer is missing."""
-    missing = {"pdftoppm": "poppler-utils", "chromium": "chromium"}
-    missing = {tool: pkg for tool, pkg in missing.items() if shutil.which(tool) is None}
-    for tool in ("apt-get", "dpkg-deb"):
-        if shutil.which(tool) is None:
-            sys.exit(f"error: {tool} not found: this script needs a Debian/Ubuntu machine.")
-    if not missing:
-        return
-    if not install:
-        sys.exit(f"error: missing {sorted(missing)}; run `apt-get install {' '.join(missing.values())}` "
-                 "or pass --install-tools.")
-    _run(["apt-get", "update"])
-    _run(["apt-get", "install", "-y", "--no-install-recommends", *missing.values()])
+    ensure_debian_tools({"pdftoppm": "poppler-utils", "chromium": "chromium"}, install=install,
+                        apt_reason="this script needs a Debian/Ubuntu machine.")
 
 
 def fetch_packages(data: Path, packages: list[str]) -> dict[str, Path]:
@@ -125,15 +119,11 @@ def fetch_packages(data: Path, packages: list[str]) -> dict[str, Path]:
         roots[pkg] = root
         if root.is_dir():
             continue
-        found = sorted(debs.glob(f"{pkg}_*.deb"))
-        if not found:
-            LOG.info("downloading %s", pkg)
-            _run(["apt-get", "download", pkg], cwd=debs)
-            found = sorted(debs.glob(f"{pkg}_*.deb"))
+        deb = download_deb(pkg, debs)
         tmp = root.with_suffix(".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.parent.mkdir(parents=True, exist_ok=True)
-        _run(["dpkg-deb", "-x", str(found[-1]), str(tmp)])
+        _run(["dpkg-deb", "-x", str(deb), str(tmp)])
         tmp.rename(root)
     return roots
 

@@ -75,6 +75,10 @@ from PIL import Image
 
 LOG = logging.getLogger("make_video_set")
 BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR))
+
+from common import download_deb, ensure_debian_tools  # noqa: E402
+
 DEFAULT_OUT = BENCH_DIR / "data" / "videos"
 
 # Bump when a page, the capture or the encoding changes: clips made by another version are remade.
@@ -133,19 +137,8 @@ def _run(cmd: list[str], **kw: Any) -> subprocess.CompletedProcess:
 
 def ensure_tools(install: bool, natural: bool) -> None:
     """Fail early (or install with apt-get) when Chromium or ffmpeg is missing."""
-    wanted = {"chromium": "chromium", "ffmpeg": "ffmpeg", "ffprobe": "ffmpeg"}
-    missing = sorted({pkg for tool, pkg in wanted.items() if shutil.which(tool) is None})
-    if natural:
-        for tool in ("apt-get", "dpkg-deb"):
-            if shutil.which(tool) is None:
-                sys.exit(f"error: {tool} not found: the natural clips need a Debian machine (or pass --no-natural).")
-    if not missing:
-        return
-    if not install:
-        sys.exit(f"error: missing Debian packages {missing}; run `apt-get install {' '.join(missing)}` "
-                 "or pass --install-tools.")
-    _run(["apt-get", "update"])
-    _run(["apt-get", "install", "-y", "--no-install-recommends", *missing])
+    ensure_debian_tools({"chromium": "chromium", "ffmpeg": "ffmpeg", "ffprobe": "ffmpeg"}, install=install,
+                        apt_reason="the natural clips need a Debian machine (or pass --no-natural)." if natural else None)
 
 
 class Browser:
@@ -574,19 +567,13 @@ def fetch_opencv_doc(out: Path) -> Path:
     root = out / "pkgs" / OPENCV_PACKAGE
     if all((root / OPENCV_DATA / f).exists() for _, f, _ in NATURAL):
         return root
-    debs = out / "debs"
-    debs.mkdir(parents=True, exist_ok=True)
-    found = sorted(debs.glob(f"{OPENCV_PACKAGE}_*.deb"))
-    if not found:
-        LOG.info("downloading %s (~96 MB)", OPENCV_PACKAGE)
-        _run(["apt-get", "download", OPENCV_PACKAGE], cwd=debs)
-        found = sorted(debs.glob(f"{OPENCV_PACKAGE}_*.deb"))
+    deb = download_deb(OPENCV_PACKAGE, out / "debs")  # ~96 MB
     root.mkdir(parents=True, exist_ok=True)
     members = [f"./{OPENCV_DATA}/{f}" for _, f, _ in NATURAL]
-    tar = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(found[-1])], stdout=subprocess.PIPE)
+    tar = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
     _run(["tar", "-x", "-C", str(root), *members], stdin=tar.stdout)
     if tar.wait() != 0:
-        raise RuntimeError(f"dpkg-deb could not read {found[-1]}")
+        raise RuntimeError(f"dpkg-deb could not read {deb}")
     return root
 
 
